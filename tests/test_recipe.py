@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench import recipe
+from workbench.cli import main
+from workbench.errors import RecipeError
+from workbench.stages import REGISTRY
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = """\
+model:
+  class: task:TextClassifier
+  weights: model.pt
+stages:
+  - export: {opset: 17}
+  - simplify: {}
+  - quantize_dynamic: {weight_type: qint8, op_types: [LSTM, Gemm]}
+"""
+
+
+def _load(tmp_path: Path, text: str) -> recipe.Recipe:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return recipe.load(path)
+
+
+def test_good_recipe_parses_into_frozen_typed_objects(tmp_path):
+    parsed = _load(tmp_path, GOOD)
+    assert parsed.name == "r" and parsed.root == tmp_path.resolve()
+    assert [s.name for s in parsed.stages] == ["export", "simplify", "quantize_dynamic"]
+    assert parsed.stages[2].params.op_types == ("LSTM", "Gemm")
+    assert parsed.stages[0].accept.max_abs_error == 1e-5  # fp32 default
+    assert parsed.stages[2].accept.min_agreement == 0.995  # int8 default
+    with pytest.raises(Exception):
+        parsed.stages[2].params.weight_type = "quint8"
+
+
+@pytest.mark.parametrize("name", ["fp32", "int8"])
+def test_shipped_recipes_parse(name):
+    parsed = recipe.load(ROOT / "recipes" / f"{name}.yaml")
+    assert parsed.root == ROOT and parsed.report_dir == ROOT / "reports" / name
+
+
+def test_every_registered_stage_is_in_a_shipped_recipe():
+    used = {s.name for name in ("fp32", "int8") for s in recipe.load(ROOT / "recipes" / f"{name}.yaml").stages}
+    assert used == set(REGISTRY)
+
+
+@pytest.mark.parametrize("text, message", [
+    (GOOD.replace("weight_type: qint8", "weight_type: int4"),
+     r"r.yaml: stages\[2\].quantize_dynamic.weight_type: 'int4' is not allowed: Input should be 'qint8' or 'quint8'"),
+    (GOOD.replace("{opset: 17}", "{opset: seventeen}"), r"stages\[0\].export.opset: 'seventeen' is not allowed"),
+    (GOOD.replace("{opset: 17}", "{opset: 99}"), r"stages\[0\].export.opset: 99 is not allowed: .*less than or equal to 21"),
+    (GOOD.replace("{opset: 17}", "{opset: 17, fast: true}"),
+     r"stages\[0\].export.fast: unknown key; allowed keys: opset, constant_folding"),
+    (GOOD.replace("  - simplify: {}\n", "  - simplfy: {}\n"),
+     r"stages\[1\]: unknown stage 'simplfy'; known stages: export, ort_optimize, quantize_dynamic, simplify"),
+    (GOOD.replace("  weights: model.pt\n", ""), r"model.weights: required key is missing"),
+    (GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  wieghts: x\n"),
+     r"model.wieghts: unknown key; allowed keys: class, weights, kwargs, input, output"),
+    (GOOD + "threads: many\n", r"threads: 'many' is not allowed"),
+    (GOOD + "bogus: 1\n", r"bogus: unknown key; allowed keys: name, root, reports"),
+    (GOOD + "data: {synthetic: {size: 0}}\n", r"data.synthetic.size: 0 is not allowed"),
+    (GOOD + "data: {jsonl: a.jsonl, synthetic: {}}\n", r"data: .* give exactly one of 'synthetic' or 'jsonl'"),
+    (GOOD.replace("op_types: [LSTM, Gemm]", "op_types: [LSTM, Conv]"),
+     r"stages\[2\].quantize_dynamic.op_types\[1\]: 'Conv' is not allowed"),
+    (GOOD.replace("op_types: [LSTM, Gemm]}", "accept: {min_agreement: 1.5}}"),
+     r"stages\[2\].quantize_dynamic.accept.min_agreement: 1.5 is not allowed"),
+    (GOOD.replace("op_types: [LSTM, Gemm]}", "accept: {tolerance: 1}}"),
+     r"stages\[2\].quantize_dynamic.accept.tolerance: unknown key; allowed keys: max_abs_error, min_agreement"),
+    (GOOD.replace("  - export: {opset: 17}\n", ""), r"stages\[0\]: 'simplify' cannot stand here.*: export"),
+    (GOOD + "  - export: {}\n", r"stages\[3\]: 'export' cannot stand here"),
+    (GOOD.replace("stages:\n", "stages: []\nx:\n"), r"stages: \[\] is not allowed"),
+    (GOOD.replace("  - simplify: {}\n", "  - simplify\n"), r"stages\[1\]: a stage is a mapping of one stage name"),
+    (GOOD.replace("task:TextClassifier", "task.TextClassifier"), r"model.class: 'task.TextClassifier' is not allowed"),
+    (GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  input: {axes: [batch, batch]}\n"),
+     r"model.input: .*axes must name 'sequence' and 'batch' once each"),
+    ("- just\n- a list\n", r"r.yaml: a recipe is a mapping with keys name, root"),
+    ("model: [unclosed\n", r"r.yaml: not valid YAML \(line 2"),
+    (GOOD + "model: {}\n", r"duplicate key 'model'"),
+    ("!!python/object/apply:os.system ['echo owned']\n", r"not valid YAML.*could not determine a constructor"),
+])
+def test_recipe_errors_name_file_key_path_and_choices(tmp_path, text, message):
+    with pytest.raises(RecipeError, match=message):
+        _load(tmp_path, text)
+
+
+def test_scientific_notation_without_a_dot_is_a_float(tmp_path):
+    parsed = _load(tmp_path, GOOD.replace("{opset: 17}", "{opset: 17, accept: {max_abs_error: 1e-4}}"))
+    assert parsed.stages[0].accept.max_abs_error == 1e-4
+
+
+def test_non_utf8_and_missing_recipe(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"model: \xff\xfe\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml: not UTF-8 text \(byte 7\)"):
+        recipe.load(bad)
+    with pytest.raises(RecipeError, match=r"absent.yaml: cannot read recipe"):
+        recipe.load(tmp_path / "absent.yaml")
+
+
+def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "r.yaml"
+    path.write_text(GOOD.replace("weight_type: qint8", "weight_type: int4"))
+    before = sorted(tmp_path.iterdir())
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "stages[2].quantize_dynamic.weight_type" in err
+    assert "Traceback" not in err
+    assert sorted(tmp_path.iterdir()) == before

@@ -1,0 +1,52 @@
+"""Facts about an ONNX file that every stage's artifact gets: hash, size with external data, op counts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.errors import InputError
+from workbench.model import file_sha256
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    sha256: str
+    bytes: int  # the .onnx file plus every external data file it points to
+    files: tuple[str, ...]
+    op_counts: dict[str, int]
+    inputs: tuple[tuple[str, tuple[str | int, ...]], ...]  # name, dims (names for dynamic axes)
+
+    @property
+    def op_total(self) -> int:
+        return sum(self.op_counts.values())
+
+
+def describe(path: Path) -> Artifact:
+    """Read the graph (not the weights) and measure the file set; a file that is not ONNX is an InputError."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise InputError(f"{path}: not a readable ONNX model: {exc}") from None
+    external = sorted({
+        entry.value
+        for tensor in proto.graph.initializer if uses_external_data(tensor)
+        for entry in tensor.external_data if entry.key == "location"
+    })
+    files = (path.name, *external)
+    size = sum((path.parent / name).stat().st_size for name in files)
+    inputs = tuple(
+        (value.name, tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim))
+        for value in proto.graph.input
+        if value.name not in {init.name for init in proto.graph.initializer}
+    )
+    counts = Counter(node.op_type for node in proto.graph.node)
+    digests = [file_sha256(path.parent / name) for name in files]
+    digest = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+    return Artifact(path, digest, size, files, dict(sorted(counts.items())), inputs)

@@ -1,0 +1,59 @@
+"""A content-addressed store: key -> a folder written whole or not at all.
+
+An entry is made in a temporary folder and renamed into place only once complete, with a manifest of
+its files' hashes; a reader re-hashes them, so a half-written or altered entry is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from workbench.model import file_sha256
+
+MANIFEST = "manifest.json"
+
+
+def key(*parts: Any) -> str:
+    """A stable hash of JSON-able parts."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class Cache:
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def get(self, entry_key: str) -> tuple[Path, dict[str, Any]] | None:
+        """The entry's folder and its stored facts, if present and every file still matches its hash."""
+        entry = self.folder / entry_key
+        try:
+            manifest = json.loads((entry / MANIFEST).read_text())
+            intact = all(file_sha256(entry / name) == digest for name, digest in manifest["files"].items())
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return (entry, manifest["facts"]) if intact else None
+
+    @contextmanager
+    def put(self, entry_key: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Yield a scratch folder and a facts dict to fill; on success they become the entry atomically."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{entry_key}.", dir=self.folder))
+        facts: dict[str, Any] = {}
+        try:
+            yield scratch, facts
+            files = {p.name: file_sha256(p) for p in sorted(scratch.iterdir()) if p.is_file()}
+            (scratch / MANIFEST).write_text(json.dumps({"files": files, "facts": facts}, indent=1, default=str))
+            final = self.folder / entry_key
+            if final.exists():
+                shutil.rmtree(final)  # an entry that failed its hash check
+            os.replace(scratch, final)
+        finally:
+            if scratch.exists():
+                shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,24 @@
+"""The workbench's user-facing errors: one line for the user, never a traceback.
+
+Anything else that escapes is a bug in the workbench and keeps its traceback.
+"""
+
+
+class WorkbenchError(Exception):
+    """A mistake in what the user gave us (a recipe, a file, an input); exit code 2."""
+
+    exit_code = 2
+
+
+class RecipeError(WorkbenchError):
+    """A recipe that does not parse or validate; the message names file, key path and what is allowed."""
+
+
+class InputError(WorkbenchError):
+    """A weights file, ONNX file, data set or model input that cannot be used as given."""
+
+
+class StageError(WorkbenchError):
+    """A stage that could not produce a valid artifact (e.g. a quantizer that left an op in fp32)."""
+
+    exit_code = 1

@@ -1,0 +1,91 @@
+"""Build the PyTorch model of record: import ``module:Class``, load weights safely, put it in eval mode."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pickle
+import sys
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@contextmanager
+def _on_path(folder: Path):
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+
+
+def import_class(spec: str, *, search_path: Path) -> type:
+    """``"package.module:Class"`` -> the class, importing with ``search_path`` first on sys.path."""
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise InputError(f"model class {spec!r} is not of the form 'module:Class'")
+    with _on_path(search_path):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise InputError(f"cannot import module {module_name!r} (searched {search_path} first): {exc}") from None
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise InputError(f"module {module_name!r} has no class {class_name!r}")
+    return cls
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state_dict with ``weights_only=True``: a pickle that would run code is refused, never run."""
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"{path}: weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{path}: refused: the file holds objects other than tensors (a pickled module or code); "
+            f"save it with torch.save(model.state_dict(), ...). Loader said: {detail}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a readable torch.save file (truncated or not a checkpoint): {exc}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path}: expected a state_dict (names -> tensors), got {type(state).__name__}")
+    return state
+
+
+def build(cls: type, kwargs: dict[str, Any], state: dict[str, torch.Tensor], *, source: Path) -> torch.nn.Module:
+    """Instantiate ``cls(**kwargs)``, load ``state`` strictly, and return it in eval mode."""
+    try:
+        model = cls(**kwargs)
+    except TypeError as exc:
+        raise InputError(f"cannot build {cls.__name__}(**{kwargs}): {exc}") from None
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise InputError(
+            f"{source}: weights do not fit {cls.__name__}: missing keys {missing}, unexpected keys {unexpected}"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        shapes = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
+        raise InputError(f"{source}: tensor shapes do not fit {cls.__name__}: {shapes or exc}") from None
+    return model.eval()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,279 @@
+"""YAML recipe -> frozen, typed Recipe. Parsed once; every error names the file, the key path and what is allowed.
+
+Paths in a recipe (weights, data, the import search path, reports) are relative to its ``root``,
+and ``root`` itself is relative to the recipe's folder (default: that folder).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from workbench.errors import RecipeError
+from workbench.stages import REGISTRY, Params
+
+MAX_RECIPE_BYTES = 1 << 20
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+class InputSpec(Strict):
+    name: str = "text"
+    dtype: Literal["int64"] = "int64"
+    axes: tuple[Literal["sequence", "batch"], Literal["sequence", "batch"]] = Field(
+        ("sequence", "batch"), strict=False  # strict=False: YAML gives a list
+    )
+    example_length: int = Field(16, ge=1, le=4096)
+    vocab_size: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _distinct_axes(self) -> InputSpec:
+        if set(self.axes) != {"sequence", "batch"}:
+            raise ValueError("axes must name 'sequence' and 'batch' once each, in the input's order")
+        return self
+
+
+class ModelSpec(Strict):
+    class_: str = Field(alias="class", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    weights: str
+    kwargs: dict[str, int | float | str | bool] = {}
+    input: InputSpec = InputSpec()
+    output: str = "logits"
+
+
+class SyntheticData(Strict):
+    size: int = Field(2000, ge=1, le=1_000_000)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    min_len: int = Field(8, ge=1, le=65536)
+    max_len: int = Field(256, ge=1, le=65536)
+
+
+class DataSpec(Strict):
+    synthetic: SyntheticData | None = None
+    jsonl: str | None = None
+    batch_size: int = Field(64, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.synthetic is None) == (self.jsonl is None):
+            raise ValueError("give exactly one of 'synthetic' or 'jsonl'")
+        return self
+
+
+class Accept(Strict):
+    """Acceptance thresholds; ``None`` means the figure is reported but not judged.
+
+    Outputs pass when every element has ``|candidate - reference| <= max_abs_error + rtol * |reference|``
+    (numpy.isclose's rule, with both terms written out).
+    """
+
+    max_abs_error: float | None = Field(None, ge=0)
+    rtol: float | None = Field(None, ge=0)
+    min_agreement: float | None = Field(None, ge=0, le=1)
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+
+
+DEFAULT_ACCEPT = {
+    # rtol: ORT's fp32 LSTM kernel drifts from PyTorch by up to ~1.5e-5 on logits of ~6 (README, "Exactness")
+    "fp32": Accept(max_abs_error=1e-5, rtol=1e-5, min_agreement=1.0, max_accuracy_drop=0.0),
+    "int8": Accept(min_agreement=0.995, max_accuracy_drop=0.005),
+}
+
+
+class Settings(Strict):
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    root: str = "."
+    reports: str = "reports"
+    threads: int | None = Field(None, ge=1, le=256)
+    continue_on_failure: bool = False
+    model: ModelSpec
+    data: DataSpec = DataSpec(synthetic=SyntheticData())
+    stages: list[Any] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    params: Params
+    accept: Accept
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    path: Path
+    text: str
+    root: Path
+    settings: Settings
+    stages: tuple[StageConfig, ...]
+
+    @property
+    def model(self) -> ModelSpec:
+        return self.settings.model
+
+    def resolve(self, relative: str) -> Path:
+        return (self.root / relative).resolve()
+
+    @property
+    def report_dir(self) -> Path:
+        return self.resolve(self.settings.reports) / self.name
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads 1e-5 as a float (YAML 1.1 wants a dot) and rejects duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key) if isinstance(key, str) else None
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def load(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; any problem is a RecipeError naming ``path`` and the key path."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror or exc}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: recipe is {len(raw)} bytes; at most {MAX_RECIPE_BYTES} are read")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Recipe:
+    try:
+        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}: not valid YAML{line}: {problem}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: YAML nested too deeply") from None
+    if not isinstance(document, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping with keys {_keys(Settings)}, got {type(document).__name__}")
+    try:
+        settings = Settings.model_validate(document)
+    except ValidationError as exc:
+        raise RecipeError(_describe(path, exc, Settings)) from None
+    stages = tuple(_stage(path, index, entry) for index, entry in enumerate(settings.stages))
+    _check_order(path, stages)
+    root = (path.parent / settings.root).resolve()
+    name = settings.name or path.stem
+    return Recipe(name, path.resolve(), text, root, settings, stages)
+
+
+def _stage(path: Path, index: int, entry: Any) -> StageConfig:
+    where = f"stages[{index}]"
+    known = ", ".join(REGISTRY)
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise RecipeError(f"{path}: {where}: a stage is a mapping of one stage name to its parameters; known stages: {known}")
+    (name, body), = entry.items()
+    if name not in REGISTRY:
+        raise RecipeError(f"{path}: {where}: unknown stage {name!r}; known stages: {known}")
+    spec = REGISTRY[name]
+    body = {} if body is None else body
+    if not isinstance(body, dict):
+        raise RecipeError(f"{path}: {where}.{name}: expected a mapping of parameters, got {type(body).__name__}")
+    body = dict(body)
+    accept_body = body.pop("accept", None)
+    try:
+        params = spec.params.model_validate(body)
+    except ValidationError as exc:
+        raise RecipeError(_describe(path, exc, spec.params, prefix=f"{where}.{name}")) from None
+    accept = DEFAULT_ACCEPT[spec.precision]
+    if accept_body is not None:
+        if not isinstance(accept_body, dict):
+            raise RecipeError(f"{path}: {where}.{name}.accept: expected a mapping with keys {_keys(Accept)}")
+        try:
+            accept = accept.model_copy(update=Accept.model_validate(accept_body).model_dump(exclude_unset=True))
+        except ValidationError as exc:
+            raise RecipeError(_describe(path, exc, Accept, prefix=f"{where}.{name}.accept")) from None
+    return StageConfig(name, params, accept)
+
+
+def _check_order(path: Path, stages: tuple[StageConfig, ...]) -> None:
+    for index, config in enumerate(stages):
+        takes_torch = REGISTRY[config.name].takes == "torch"
+        if takes_torch != (index == 0):
+            first = [name for name, spec in REGISTRY.items() if spec.takes == "torch"]
+            raise RecipeError(
+                f"{path}: stages[{index}]: {config.name!r} cannot stand here; the first stage, and only it, "
+                f"must be one that starts from the torch model: {', '.join(first)}"
+            )
+
+
+def _describe(path: Path, exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """All of pydantic's complaints as one message: ``file: key.path: what is wrong (what is allowed)``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [part for part in error["loc"] if part not in ("function-after",)]
+        key = _key_path(prefix, loc)
+        if error["type"] == "extra_forbidden":
+            allowed = _keys(_model_at(model, loc[:-1]))
+            lines.append(f"{key}: unknown key; allowed keys: {allowed}")
+        elif error["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        else:
+            shown = repr(error["input"])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            lines.append(f"{key}: {shown} is not allowed: {error['msg']}")
+    return f"{path}: " + "; ".join(lines)
+
+
+def _key_path(prefix: str, loc: list[Any]) -> str:
+    text = prefix
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif isinstance(part, str) and not part.startswith(("tagged-union", "union")) and part not in _TYPE_TAGS:
+            text += f".{part}" if text else part
+    return text or "(top level)"
+
+
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "tuple", "list", "dict"}
+
+
+def _model_at(model: type[BaseModel], loc: list[Any]) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, str) and isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
+            current = _unwrap(field.annotation) if field else None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, UnionType):
+        models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if models else annotation
+    return annotation
+
+
+def _keys(model: type[BaseModel] | None) -> str:
+    if model is None:
+        return "(none)"
+    return ", ".join(field.alias or name for name, field in model.model_fields.items())

@@ -1,0 +1,46 @@
+"""``export``: torch.onnx.export with the TorchScript exporter, dynamic axes, provenance metadata."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from pydantic import Field
+
+from workbench.stages import Facts, Params, Source, stage
+
+
+class ExportParams(Params):
+    opset: int = Field(17, ge=11, le=21)
+    constant_folding: bool = True
+
+
+@stage("export", params=ExportParams, takes="torch")
+def export(source: Source, params: ExportParams, dst: Path) -> Facts:
+    """Export the module; the TorchScript exporter keeps the ``LSTM`` op and both dynamic axes.
+
+    (torch 2.13's default dynamo exporter fixes a size-1 batch axis of the example input to 1.)
+    """
+    import onnx
+    import torch
+
+    model = source.torch
+    assert model is not None, "export takes the torch model"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and its LSTM batch note
+        torch.onnx.export(
+            model.module,
+            (model.example,),
+            str(dst),
+            dynamo=False,
+            opset_version=params.opset,
+            do_constant_folding=params.constant_folding,
+            input_names=[model.input_name],
+            output_names=[model.output_name],
+            dynamic_axes=model.dynamic_axes,
+        )
+    proto = onnx.load(str(dst))
+    onnx.helper.set_model_props(proto, {**model.metadata, "onnx_opset": str(params.opset)})
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(dst))
+    return {"exporter": "torch.onnx.export(dynamo=False)", "torch": torch.__version__, "opset": params.opset}
