@@ -70,7 +70,7 @@ def test_every_registered_stage_is_in_a_shipped_recipe():
     (GOOD.replace("op_types: [LSTM, Gemm]}", "accept: {min_agreement: 1.5}}"),
      r"stages\[2\].quantize_dynamic.accept.min_agreement: 1.5 is not allowed"),
     (GOOD.replace("op_types: [LSTM, Gemm]}", "accept: {tolerance: 1}}"),
-     r"stages\[2\].quantize_dynamic.accept.tolerance: unknown key; allowed keys: max_abs_error, min_agreement"),
+     r"stages\[2\].quantize_dynamic.accept.tolerance: unknown key; allowed keys: max_abs_error, rtol, min_agreement"),
     (GOOD.replace("  - export: {opset: 17}\n", ""), r"stages\[0\]: 'simplify' cannot stand here.*: export"),
     (GOOD + "  - export: {}\n", r"stages\[3\]: 'export' cannot stand here"),
     (GOOD.replace("stages:\n", "stages: []\nx:\n"), r"stages: \[\] is not allowed"),
