@@ -173,6 +173,30 @@ def test_failed_stage_stops_later_stages(project):
     assert metrics["skipped"] == ["ort_optimize", "quantize_dynamic"]
 
 
+def test_continue_on_failure_runs_later_stages_and_still_exits_1(project):
+    path = _write(project, "cont", TEXT_MODEL + DATA % 40 + "continue_on_failure: true\n" + INT8_STAGES.replace(
+        "  - simplify: {}\n", "  - simplify: {accept: {max_abs_error: 0.0, rtol: 0.0}}\n"))
+    assert main(["run", str(path), "--quiet"]) == 1
+    metrics = _metrics(project, "cont")
+    assert [s["verdict"] for s in metrics["stages"]] == ["passed", "FAILED", "passed", "passed"]
+    assert metrics["verdict"] == "FAILED" and metrics["skipped"] == []
+
+
+def test_jsonl_evaluation_data(project):
+    from workbench import data
+
+    data.write_jsonl(data.synthetic(30, seed=9, max_len=30), project / "eval.jsonl")
+    path = _write(project, "jsonl", TEXT_MODEL + "data: {jsonl: eval.jsonl, batch_size: 8}\n"
+                  "stages:\n  - export: {}\n")
+    assert main(["run", str(path), "--quiet"]) == 0
+    metrics = _metrics(project, "jsonl")
+    assert metrics["reference"]["samples"] == 30 and metrics["data"]["jsonl"] == "eval.jsonl"
+    assert "JSONL file `eval.jsonl`" in (project / "reports" / "jsonl" / "report.md").read_text()
+    with open(project / "eval.jsonl", "a") as handle:
+        handle.write('{"tokens": [1, 5000], "label": 0}\n')
+    assert main(["run", str(path), "--quiet"]) == 2
+
+
 def test_quantizer_refuses_lstm_whose_weights_are_computed(tmp_path, fresh_weights):
     """The dynamo-exporter trap: LSTM weights reached through Slice/Concat stay fp32, and the stage says so."""
     from onnx import helper

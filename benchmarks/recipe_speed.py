@@ -1,0 +1,41 @@
+"""Wall time of `python -m workbench run recipes/int8.yaml`: a cold run (--force) and a cached rerun.
+
+    python benchmarks/recipe_speed.py [--recipe recipes/int8.yaml]
+
+Both runs are separate processes started here one after the other, so start-up and imports count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"cold run (--force)": 90.0, "cached rerun": 10.0}
+
+
+def timed(args: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "workbench", "run", *args, "--quiet"], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"workbench run {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="recipes/int8.yaml")
+    args = parser.parse_args()
+    measured = {"cold run (--force)": timed([args.recipe, "--force"]), "cached rerun": timed([args.recipe])}
+    for name, seconds in measured.items():
+        target = TARGETS[name]
+        print(f"{name:<20} {seconds:6.1f} s   target < {target:.0f} s   {'met' if seconds < target else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
