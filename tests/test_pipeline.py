@@ -57,7 +57,7 @@ def int8_run(tmp_path_factory):
     for name in ("task.py", "model.pt"):
         shutil.copy(Path(task.__file__).parent / name, project / name)
     path = _write(project, "int8", TEXT_MODEL + DATA % 300 + INT8_STAGES)
-    code = main(["run", str(path), "--quiet"])
+    code = main(["run", str(path), "--quiet", "--no-bench"])
     return project, path, code
 
 
@@ -105,19 +105,19 @@ def test_int8_outputs_match_torch_on_fresh_inputs(int8_run):
 def test_rerun_is_cached_and_force_redoes(int8_run, capsys):
     project, path, _ = int8_run
     first = _metrics(project, "int8")
-    assert main(["run", str(path), "--quiet"]) == 0
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 0
     cached = _metrics(project, "int8")
     assert all(s["cached"] for s in cached["stages"]) and cached["reference"]["cached"]
     assert [s["artifact"]["sha256"] for s in cached["stages"]] == [s["artifact"]["sha256"] for s in first["stages"]]
     assert "(cached)" in (project / "reports" / "int8" / "report.md").read_text()
-    assert main(["run", str(path), "--quiet", "--force"]) == 0
+    assert main(["run", str(path), "--quiet", "--force", "--no-bench"]) == 0
     forced = _metrics(project, "int8")
     assert not any(s["cached"] for s in forced["stages"]) and not forced["reference"]["cached"]
 
 
 def test_fp32_recipe_matches_task_convert(project):
     path = _write(project, "fp32", TEXT_MODEL + DATA % 100 + "stages:\n  - export: {opset: 17}\n")
-    assert main(["run", str(path), "--quiet"]) == 0
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 0
     workbench_file = project / "reports" / "fp32" / "export.onnx"
     task_file = task.convert(project / "model.pt", project / "text_classifier.onnx")
     ids = np.random.default_rng(1).integers(0, 1000, size=(100, 3))
@@ -138,11 +138,11 @@ def test_other_modules_by_import_path(project):
     bf = _write(project, "bf", "model:\n  class: tiny_models:BatchFirstLSTM\n  weights: bf.pt\n"
                 "  kwargs: {hidden: 24}\n  input: {axes: [batch, sequence]}\n" + DATA % 80 +
                 "stages:\n  - export: {}\n  - simplify: {}\n")
-    assert main(["run", str(mlp), "--quiet"]) in (0, 1)  # random weights: int8 agreement is not the point here
+    assert main(["run", str(mlp), "--quiet", "--no-bench"]) in (0, 1)  # random weights: int8 agreement is not the point here
     stages = {s["stage"]: s for s in _metrics(project, "mlp")["stages"]}
     assert stages["simplify"]["check"]["max_abs_error"] <= 1e-5
     assert stages["quantize_dynamic"]["artifact"]["op_counts"].get("MatMulInteger", 0) >= 2
-    assert main(["run", str(bf), "--quiet"]) == 0
+    assert main(["run", str(bf), "--quiet", "--no-bench"]) == 0
     bf_stages = _metrics(project, "bf")["stages"]
     assert bf_stages[0]["artifact"]["inputs"]["text"] == ["batch", "sequence"]
     assert all(s["check"]["max_abs_error"] <= 1e-5 for s in bf_stages)
@@ -151,7 +151,7 @@ def test_other_modules_by_import_path(project):
 def test_impossible_threshold_fails_with_exit_1_and_a_failed_row(project, capsys):
     path = _write(project, "tight", TEXT_MODEL + DATA % 60 + INT8_STAGES.replace(
         "Gather]}", "Gather], accept: {max_abs_error: 1e-9}}"))
-    assert main(["run", str(path), "--quiet"]) == 1
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 1
     metrics = _metrics(project, "tight")
     assert metrics["verdict"] == "FAILED"
     quant = metrics["stages"][-1]
@@ -165,7 +165,7 @@ def test_impossible_threshold_fails_with_exit_1_and_a_failed_row(project, capsys
 def test_failed_stage_stops_later_stages(project):
     path = _write(project, "stop", TEXT_MODEL + DATA % 40 + INT8_STAGES.replace(
         "  - simplify: {}\n", "  - simplify: {accept: {max_abs_error: 0.0, rtol: 0.0}}\n"))
-    code = main(["run", str(path), "--quiet"])
+    code = main(["run", str(path), "--quiet", "--no-bench"])
     metrics = _metrics(project, "stop")
     assert metrics["stages"][1]["check"]["max_abs_error"] > 0  # onnxruntime's LSTM kernel is not torch's
     assert code == 1
@@ -176,7 +176,7 @@ def test_failed_stage_stops_later_stages(project):
 def test_continue_on_failure_runs_later_stages_and_still_exits_1(project):
     path = _write(project, "cont", TEXT_MODEL + DATA % 40 + "continue_on_failure: true\n" + INT8_STAGES.replace(
         "  - simplify: {}\n", "  - simplify: {accept: {max_abs_error: 0.0, rtol: 0.0}}\n"))
-    assert main(["run", str(path), "--quiet"]) == 1
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 1
     metrics = _metrics(project, "cont")
     assert [s["verdict"] for s in metrics["stages"]] == ["passed", "FAILED", "passed", "passed"]
     assert metrics["verdict"] == "FAILED" and metrics["skipped"] == []
@@ -188,13 +188,13 @@ def test_jsonl_evaluation_data(project):
     data.write_jsonl(data.synthetic(30, seed=9, max_len=30), project / "eval.jsonl")
     path = _write(project, "jsonl", TEXT_MODEL + "data: {jsonl: eval.jsonl, batch_size: 8}\n"
                   "stages:\n  - export: {}\n")
-    assert main(["run", str(path), "--quiet"]) == 0
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 0
     metrics = _metrics(project, "jsonl")
     assert metrics["reference"]["samples"] == 30 and metrics["data"]["jsonl"] == "eval.jsonl"
     assert "JSONL file `eval.jsonl`" in (project / "reports" / "jsonl" / "report.md").read_text()
     with open(project / "eval.jsonl", "a") as handle:
         handle.write('{"tokens": [1, 5000], "label": 0}\n')
-    assert main(["run", str(path), "--quiet"]) == 2
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 2
 
 
 def test_quantizer_refuses_lstm_whose_weights_are_computed(tmp_path, fresh_weights):
@@ -231,14 +231,14 @@ def _kill_at_scratch(cmd: list[str], cache: Path, nth: int, env: dict) -> int:
 @pytest.mark.parametrize("nth", [1, 3, 6])
 def test_interrupted_run_leaves_old_report_and_rerun_passes(project, nth):
     path = _write(project, "kill", TEXT_MODEL + DATA.replace("max_len: 40", "max_len: 120") % 400 + INT8_STAGES)
-    assert main(["run", str(path), "--quiet"]) == 0
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 0
     report = project / "reports" / "kill"
     before = (report / "metrics.json").read_text()
     env = {**os.environ, "PYTHONPATH": str(Path(task.__file__).parent)}
-    cmd = [sys.executable, "-m", "workbench", "run", str(path), "--quiet", "--force"]
+    cmd = [sys.executable, "-m", "workbench", "run", str(path), "--quiet", "--force", "--no-bench"]
     assert _kill_at_scratch(cmd, project / ".workbench-cache", nth, env) == -signal.SIGKILL
     assert (report / "metrics.json").read_text() == before
-    assert main(["run", str(path), "--quiet"]) == 0
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 0
     assert json.loads((report / "metrics.json").read_text())["verdict"] == "passed"
     leftovers = [p.name for p in report.parent.iterdir() if p.name.startswith(".kill.") and not p.name.endswith(".lock")]
     assert leftovers == []

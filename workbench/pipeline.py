@@ -71,6 +71,7 @@ class RunResult:
     started: str
     seconds: float
     skipped: tuple[str, ...] = field(default=())
+    bench: dict[str, Any] | None = None  # perf.run's figures, when benchmarks ran
 
     @property
     def passed(self) -> bool:
@@ -145,15 +146,19 @@ def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
     return source, key(spec.class_, code_sha, weights_sha, spec.kwargs, inp.model_dump())
 
 
-def run(recipe: Recipe, *, force: bool = False, progress: Progress | None = None, threads: int | None = None) -> RunResult:
+def threads_for(recipe: Recipe, override: int | None = None) -> int:
+    return override or recipe.settings.threads or os.cpu_count() or 1
+
+
+def run(recipe: Recipe, source: TorchSource, model_key: str, *, threads: int, force: bool = False,
+        progress: Progress | None = None) -> RunResult:
+    """Every stage in order, each validated; stops at the first failure unless the recipe says otherwise."""
     progress = progress or Progress()
     started = time.perf_counter()
-    threads = threads or recipe.settings.threads or os.cpu_count() or 1
     cache = Cache(recipe.root / CACHE_DIR)
     versions = tool_versions()
     samples = evaluation_set(recipe)
     labels = np.array([s.label for s in samples])
-    source, model_key = torch_source(recipe)
     batch_first = recipe.model.input.axes[0] == "batch"
     batch_size = recipe.settings.data.batch_size
     data_key = key(recipe.settings.data.model_dump(), _data_file_sha(recipe))

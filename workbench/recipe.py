@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -81,6 +81,25 @@ class Accept(Strict):
     max_accuracy_drop: float | None = Field(None, ge=0, le=1)
 
 
+Length = Annotated[int, Field(ge=1, le=65536)]
+
+
+class Throughput(Strict):
+    batch: int = Field(64, ge=1, le=4096)
+    length: Length = 256
+
+
+class BenchSpec(Strict):
+    """What ``workbench run`` times after the stages (skipped with --no-bench)."""
+
+    enabled: bool = True
+    budget_seconds: float = Field(1.0, gt=0, le=600)  # per case, for all contenders together
+    latency_lengths: tuple[Length, ...] = Field((32, 256), min_length=1, strict=False)
+    throughput: Throughput = Throughput()
+    chart_lengths: tuple[Length, ...] = Field((16, 64, 256, 1024), min_length=2, strict=False)
+    tune: bool = True  # try a small grid of onnxruntime session options on the final artifact
+
+
 DEFAULT_ACCEPT = {
     # rtol: ORT's fp32 LSTM kernel drifts from PyTorch by up to ~1.5e-5 on logits of ~6 (README, "Exactness")
     "fp32": Accept(max_abs_error=1e-5, rtol=1e-5, min_agreement=1.0, max_accuracy_drop=0.0),
@@ -96,6 +115,7 @@ class Settings(Strict):
     continue_on_failure: bool = False
     model: ModelSpec
     data: DataSpec = DataSpec(synthetic=SyntheticData())
+    bench: BenchSpec = BenchSpec()
     stages: list[Any] = Field(min_length=1)
 
 

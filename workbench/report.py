@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from workbench import speed
+from workbench.markdown import table as _table
 from workbench.pipeline import RunResult
 
 
@@ -45,14 +47,13 @@ def metrics(result: RunResult, artifacts: dict[str, Path]) -> dict[str, Any]:
         "stages": stages,
         "skipped": list(result.skipped),
         "environment": result.environment,
+        "bench": result.bench,
     }
 
 
-def write(result: RunResult, folder: Path, artifacts: dict[str, Path]) -> dict[str, Any]:
-    data = metrics(result, artifacts)
+def write(data: dict[str, Any], recipe_text: str, folder: Path) -> None:
     (folder / "metrics.json").write_text(json.dumps(data, indent=2) + "\n")
-    (folder / "report.md").write_text(render(data, result.recipe.text))
-    return data
+    (folder / "report.md").write_text(render(data, recipe_text))
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
@@ -61,12 +62,6 @@ def _pct(value: float | None, digits: int = 2) -> str:
 
 def _sci(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def verdict_line(data: dict[str, Any]) -> str:
@@ -100,6 +95,7 @@ def render(data: dict[str, Any], recipe_text: str) -> str:
     parts = [f"# Report: {data['recipe']}", "", verdict_line(data), "", _table(header, rows), ""]
     parts += [f"Validation: {data['reference']['samples']} samples ({_data_line(data['data'])}); "
               "every artifact is compared with the PyTorch fp32 model on the same inputs.", ""]
+    parts += speed.section(data)
     before: dict[str, int] = {}
     for s in data["stages"]:
         parts += _stage_section(s, before)

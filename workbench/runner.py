@@ -1,16 +1,17 @@
-"""``workbench run``: the pipeline under a lock, a live progress display, the report published whole."""
+"""``workbench run``: the pipeline under a lock, a live progress display, benchmarks, the report published whole."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from workbench import pipeline, publish, report
+from workbench import charts, perf, pipeline, publish, report, speed, tune
 from workbench.recipe import Recipe
-
+from workbench.stages import REGISTRY
 
 TERMINAL_COLUMNS = ("stage", "bytes", "of fp32", "max abs err", "agreement", "accuracy", "verdict")
 
@@ -34,25 +35,49 @@ class RichProgress(pipeline.Progress):
         self.progress.update(task, total=total, completed=total, description=f"{name}: {outcome}")
 
 
-def run_recipe(recipe: Recipe, *, force: bool, threads: int | None, quiet: bool) -> int:
+def run_recipe(recipe: Recipe, *, force: bool, threads: int | None, quiet: bool, bench: bool = True) -> int:
     console = Console(stderr=True, quiet=quiet)
+    threads = pipeline.threads_for(recipe, threads)
     with publish.locked(recipe.report_dir):
-        columns = (SpinnerColumn(), TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
+        columns = (SpinnerColumn(), TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=False) as progress:
-            result = pipeline.run(recipe, force=force, threads=threads, progress=RichProgress(progress))
+        with Progress(*columns, console=console) as progress:
+            source, model_key = pipeline.torch_source(recipe)
+            result = pipeline.run(recipe, source, model_key, threads=threads, force=force,
+                                  progress=RichProgress(progress))
+            if bench and recipe.settings.bench.enabled:
+                result = replace(result, bench=_benchmark(recipe, result, source.module, threads, progress))
+        written: dict = {}
+        publish.publish(recipe.report_dir, lambda folder: written.update(_fill(result, folder)))
+    _summary(recipe, written, quiet)
+    return 0 if result.passed else 1
 
-        def fill(folder):
-            copies = pipeline.copy_artifacts(result, folder)
-            fill.data = report.write(result, folder, copies)
 
-        publish.publish(recipe.report_dir, fill)
-    data = fill.data
+def _benchmark(recipe: Recipe, result: pipeline.RunResult, module, threads: int, progress: Progress) -> dict:
+    task = progress.add_task("benchmarks", total=None)
+    artifacts = [(r.stage, r.artifact.path, REGISTRY[r.stage].precision) for r in result.records if r.artifact]
+    figures = perf.run(module, artifacts, recipe.settings.bench, threads=threads,
+                       vocab_size=recipe.model.input.vocab_size, batch_first=recipe.model.input.axes[0] == "batch",
+                       on_case=lambda text: progress.update(task, description=f"benchmarks: {text}"))
+    progress.update(task, total=1, completed=1, description="benchmarks: done")
+    return figures
+
+
+def _fill(result: pipeline.RunResult, folder: Path) -> dict:
+    copies = pipeline.copy_artifacts(result, folder)
+    data = report.metrics(result, copies)
+    tuning = (data.get("bench") or {}).get("tuning")
+    if tuning:
+        tune.save(tuning, copies[tuning["stage"]])
+    data["charts"] = charts.write(data, folder)
+    report.write(data, result.recipe.text, folder)
+    return data
+
+
+def _summary(recipe: Recipe, data: dict, quiet: bool) -> None:
     header, rows = report.summary_rows(data)
     keep = [header.index(c) for c in TERMINAL_COLUMNS]
-    table = Table(*(header[i] for i in keep), title=f"{recipe.name}: {data['verdict']}")
-    for row in rows:
-        table.add_row(*(row[i] for i in keep))
+    table = speed.terminal_table([header[i] for i in keep], [[row[i] for i in keep] for row in rows],
+                                 f"{recipe.name}: {data['verdict']}")
     Console(quiet=quiet).print(table)
     print(f"{report.verdict_line(data).replace('**', '')}\nreport: {recipe.report_dir / 'report.md'}")
-    return 0 if result.passed else 1

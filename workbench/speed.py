@@ -1,0 +1,92 @@
+"""The report's speed section, rendered from the ``bench`` part of metrics.json (no measuring here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workbench.markdown import table as _table
+
+
+def rows(bench: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """A row per contender: latency cases as median (p90) ms, the throughput case as samples/s, speed-ups."""
+    cases = bench["cases"]
+    by = {(t["contender"], t["case"]): t for t in bench["timings"]}
+    contenders = list(dict.fromkeys(t["contender"] for t in bench["timings"]))
+    header = ["contender"]
+    for c in cases:
+        header.append(f"b{c['batch']} l{c['length']} " + ("ms median (p90)" if c["batch"] == 1 else "samples/s"))
+    header += [f"x {c['name']}" for c in cases]
+    table = []
+    for name in contenders:
+        row = [name]
+        for c in cases:
+            t = by[(name, c["name"])]
+            row.append(f"{t['median_ms']:.2f} ({t['p90_ms']:.2f})" if c["batch"] == 1 else f"{t['samples_per_s']:.0f}")
+        row += [f"{bench['speedup_vs_pytorch_fp32'][name][c['name']]:.2f}x" for c in cases]
+        table.append(row)
+    return header, table
+
+
+def section(data: dict[str, Any]) -> list[str]:
+    bench = data.get("bench")
+    if not bench:
+        return ["## Speed", "", "Not measured in this run (`--no-bench` or `bench: {enabled: false}`).", ""]
+    header, table = rows(bench)
+    runs = sorted({t["runs"] for t in bench["timings"]})
+    unstable = sorted({f"{t['contender']} {t['case']}" for t in bench["timings"] if not t["stable"]})
+    parts = ["## Speed", "",
+             f"Every contender ran with {bench['threads']} threads on the same seeded inputs, timed in alternating "
+             f"blocks in this run ({runs[0]}-{runs[-1]} timed runs each after 2 warm-up runs, up to "
+             f"{bench['budget_seconds']:g} s per case). `x` is PyTorch fp32's median over the contender's.", "",
+             _table(header, table), ""]
+    if unstable:
+        parts += [f"Medians not yet stable within 2% when the budget ran out: {', '.join(unstable)}.", ""]
+    for title, name in (data.get("charts") or {}).items():
+        parts += [f"![{title}]({name})", ""]
+    parts += _tuning(bench.get("tuning")) + _profile(bench)
+    return parts
+
+
+def _tuning(tuning: dict[str, Any] | None) -> list[str]:
+    if not tuning:
+        return []
+    rows = []
+    for trial in tuning["trials"]:
+        o = trial["options"]
+        chosen = "chosen" if trial == tuning["best"] else ""
+        rows.append([str(o["intra_op_num_threads"]), o["graph_optimization_level"], o["execution_mode"],
+                     f"{trial['median_ms']:.3f}", "yes" if trial["identical"] else "no", chosen])
+    return [f"### Session tuning ({tuning['stage']}, {tuning['case']})", "",
+            f"Fastest configuration with outputs identical to the default: {tuning['gain']:.2f}x the default's "
+            f"speed; saved beside the artifact as `{tuning['stage']}.onnx.session.json` "
+            "(load it with `workbench.tune.tuned_session(path)`).", "",
+            _table(["intra-op threads", "graph optimization", "execution mode", "median ms", "identical", ""], rows),
+            ""]
+
+
+def _profile(bench: dict[str, Any]) -> list[str]:
+    profile = bench.get("profile")
+    if not profile:
+        return []
+    case = profile["case"]
+    medians = {t["contender"]: t["median_ms"] for t in bench["timings"] if t["case"] == case}
+    length = int(case.split("_l")[1])
+    final = profile["stage"]
+    shares = ", ".join(f"{op} {share:.1%}" for op, share in list(profile["op_share"].items())[:4])
+    lines = [f"### Where the time goes ({final}, {case})", "",
+             f"- onnxruntime's profiler: {shares} of node time.",
+             f"- per token: {final} {1000 * medians[final] / length:.1f} us, PyTorch fp32 "
+             f"{1000 * medians['pytorch fp32'] / length:.1f} us, PyTorch int8 {1000 * medians['pytorch int8'] / length:.1f} us "
+             "(a recurrent model's steps run one after another, so batch 1 cannot use both cores fully).", ""]
+    return lines
+
+
+def terminal_table(header: list[str], rows: list[list[str]], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name in header:
+        table.add_column(name, overflow="fold")  # wrap in a narrow terminal rather than cut names short
+    for row in rows:
+        table.add_row(*row)
+    return table
