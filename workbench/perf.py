@@ -56,7 +56,8 @@ def run(module: Any, artifacts: Sequence[tuple[str, Path, str]], spec: BenchSpec
     if final is not None:
         note("profiling")
         ids = bench.inputs(headline, vocab_size=vocab_size, batch_first=batch_first)
-        result["profile"] = {"stage": final[0], "case": headline.name, "op_share": profile(final[1], ids, threads)}
+        result["profile"] = {"stage": final[0], "case": headline.name, "op_share": profile(final[1], ids, threads),
+                             "lstm_macs_per_token": lstm_macs_per_token(artifacts[0][1])}
     return result
 
 
@@ -108,3 +109,17 @@ def bench_files(paths: Sequence[Path], spec: BenchSpec, *, threads: int, vocab_s
     return {"threads": threads, "budget_seconds": spec.budget_seconds, "baseline": baseline,
             "cases": [c.__dict__ for c in cases(spec)], "timings": [t.to_dict() for t in timings],
             "speedup_vs_pytorch_fp32": _nested(bench.speedups(timings, baseline))}
+
+
+def lstm_macs_per_token(path: Path) -> int | None:
+    """Multiply-accumulates one sample's LSTM layers do per token (4 gates x hidden x (input + hidden))."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    total = 0
+    for node in graph.node:
+        if node.op_type == "LSTM" and node.input[1] in shapes and node.input[2] in shapes:
+            directions, gates, inputs = shapes[node.input[1]]
+            total += directions * gates * (inputs + shapes[node.input[2]][2])
+    return total or None

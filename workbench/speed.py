@@ -77,8 +77,17 @@ def _profile(bench: dict[str, Any]) -> list[str]:
              f"- onnxruntime's profiler: {shares} of node time.",
              f"- per token: {final} {1000 * medians[final] / length:.1f} us, PyTorch fp32 "
              f"{1000 * medians['pytorch fp32'] / length:.1f} us, PyTorch int8 {1000 * medians['pytorch int8'] / length:.1f} us "
-             "(a recurrent model's steps run one after another, so batch 1 cannot use both cores fully).", ""]
-    return lines
+             "(a recurrent model's steps run one after another, so batch 1 cannot use both cores fully)."]
+    macs = profile.get("lstm_macs_per_token")
+    if macs:
+        rates = []
+        for case in bench["cases"]:
+            timed = {t["contender"]: t for t in bench["timings"] if t["case"] == case["name"]}
+            work = macs * case["batch"] * case["length"]
+            rates.append(f"{case['name']}: " + ", ".join(
+                f"{name} {work / (timed[name]['median_ms'] / 1000) / 1e9:.0f}" for name in ("pytorch fp32", "pytorch int8", final)))
+        lines.append(f"- LSTM arithmetic rate, GMAC/s ({macs:,} multiply-adds per token and sample): " + "; ".join(rates) + ".")
+    return lines + [""]
 
 
 def terminal_table(header: list[str], rows: list[list[str]], title: str) -> Any:
