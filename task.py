@@ -55,19 +55,27 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a torch.save checkpoint (expected a zip archive; truncated or another format?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
             f"{path}: refused to load: only plain tensors are allowed (weights_only=True), "
-            f"save the model with torch.save(model.state_dict(), ...): {first_line}"
+            f"save the model with torch.save(model.state_dict(), ...): {_refusal(exc)}"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable torch.save file (truncated or not a checkpoint): {exc}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TypeError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state).__name__}")
     return state
+
+
+def _refusal(exc: Exception) -> str:
+    """The line of torch's weights_only refusal that says what was refused (not its general advice)."""
+    parts = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+    useful = [p for p in parts if not p.startswith(("Weights only load failed", "Check the documentation"))]
+    return (useful or parts or [type(exc).__name__])[0].replace("\n", " ")
 
 
 def build_model(state: dict[str, torch.Tensor], source: str | os.PathLike = "state_dict") -> TextClassifier:

@@ -23,6 +23,8 @@ from workbench.errors import StageError
 from workbench.stages import Source
 from workbench.stages.quantize_dynamic import QuantizeParams, quantize_dynamic
 
+from reliability import record
+
 DATA = "data:\n  synthetic: {size: %d, seed: 5, min_len: 4, max_len: 40}\n  batch_size: 16\n"
 TEXT_MODEL = """\
 model:
@@ -213,32 +215,51 @@ def test_quantizer_refuses_lstm_whose_weights_are_computed(tmp_path, fresh_weigh
                          tmp_path / "q.onnx")
 
 
-def _kill_at_scratch(cmd: list[str], cache: Path, nth: int, env: dict) -> int:
-    """Start ``cmd`` and SIGKILL it once the ``nth`` distinct cache entry is being written (mid-stage)."""
+def _hidden(folder: Path, prefix: str = ".") -> set[str]:
+    return {p.name for p in folder.iterdir() if p.name.startswith(prefix)} if folder.is_dir() else set()
+
+
+# Where a run is killed: while the nth cache entry is being written (with --force they come in order:
+# 1 the torch reference, 2 export, 3 its check, 4 simplify, 5 its check, 6 ort_optimize, ...), and while
+# the new report folder is being filled.
+KILL_POINTS = {
+    "torch reference being computed": lambda cache, reports, seen: len(seen) >= 1,
+    "export being validated": lambda cache, reports, seen: len(seen) >= 3,
+    "ort_optimize being written": lambda cache, reports, seen: len(seen) >= 6,
+    "report being published": lambda cache, reports, seen: bool(_hidden(reports, ".kill.new-")),
+}
+
+
+def _kill_when(cmd: list[str], project: Path, point: str, env: dict) -> int:
+    """Start ``cmd`` and SIGKILL it as soon as the kill point is reached."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seen: set[str] = set()
+    cache, reports, seen = project / ".workbench-cache", project / "reports", set()
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        if cache.is_dir():
-            seen |= {p.name for p in cache.iterdir() if p.name.startswith(".")}
-        if len(seen) >= nth:
+        seen |= _hidden(cache)
+        if KILL_POINTS[point](cache, reports, seen):
             proc.send_signal(signal.SIGKILL)
             break
-        time.sleep(0.002)
+        time.sleep(0.001)
     return proc.wait()
 
 
-@pytest.mark.parametrize("nth", [1, 3, 6])
-def test_interrupted_run_leaves_old_report_and_rerun_passes(project, nth):
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_interrupted_run_leaves_old_report_and_rerun_passes(project, point):
+    from workbench.cache import Cache
+
     path = _write(project, "kill", TEXT_MODEL + DATA.replace("max_len: 40", "max_len: 120") % 400 + INT8_STAGES)
     assert main(["run", str(path), "--quiet", "--no-bench"]) == 0
     report = project / "reports" / "kill"
     before = (report / "metrics.json").read_text()
     env = {**os.environ, "PYTHONPATH": str(Path(task.__file__).parent)}
     cmd = [sys.executable, "-m", "workbench", "run", str(path), "--quiet", "--force", "--no-bench"]
-    assert _kill_at_scratch(cmd, project / ".workbench-cache", nth, env) == -signal.SIGKILL
+    assert _kill_when(cmd, project, point, env) == -signal.SIGKILL
     assert (report / "metrics.json").read_text() == before
+    cache = Cache(project / ".workbench-cache")
+    entries = [p.name for p in cache.folder.iterdir() if not p.name.startswith(".")]
+    assert all(cache.get(name) is not None for name in entries), "a complete entry failed its hash check"
     assert main(["run", str(path), "--quiet", "--no-bench"]) == 0
     assert json.loads((report / "metrics.json").read_text())["verdict"] == "passed"
-    leftovers = [p.name for p in report.parent.iterdir() if p.name.startswith(".kill.") and not p.name.endswith(".lock")]
-    assert leftovers == []
+    assert _hidden(report.parent, ".kill.") == {".kill.lock"}
+    record("kill points survived")

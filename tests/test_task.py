@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import task
+from reliability import record
 
 LENGTHS = (1, 5, 256, 4096)
 
@@ -167,6 +168,7 @@ BAD_INPUTS = [
 def test_bad_input_is_named(onnx_file, value, error, message):
     with pytest.raises(error, match=message):
         task.inference(onnx_file, value)
+    record("bad inputs tried")
 
 
 def test_good_inputs_of_other_integer_kinds(onnx_file, fresh_weights):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -95,7 +96,8 @@ def _bench(args: argparse.Namespace) -> int:
     layout = parsed.model.input if parsed else None
     vocab = args.vocab_size or (layout.vocab_size if layout else _vocab_from_metadata(args.files[0]))
     figures = perf.bench_files(args.files, spec, threads=threads, vocab_size=vocab,
-                               batch_first=bool(layout and layout.axes[0] == "batch"), module=module)
+                               batch_first=bool(layout and layout.axes[0] == "batch"), module=module,
+                               input_name=layout.name if layout else None)
     header, rows = speed.rows(figures)
     Console().print(speed.terminal_table(header, rows, f"{threads} threads; x: {figures['baseline']}'s median over each"))
     return 0
@@ -128,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG):
+            raise
+        print(f"error: {exc.filename or ''}: {exc.strerror}; nothing was published", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; the previous report is unchanged", file=sys.stderr)
         return 130

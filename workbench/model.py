@@ -48,10 +48,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a readable torch.save file (expected a zip archive; truncated or another format?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        parts = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+        useful = [p for p in parts if not p.startswith(("Weights only load failed", "Check the documentation"))]
+        detail = (useful or parts or [type(exc).__name__])[0].replace("\n", " ")
         raise InputError(
             f"{path}: refused: the file holds objects other than tensors (a pickled module or code); "
             f"save it with torch.save(model.state_dict(), ...). Loader said: {detail}"

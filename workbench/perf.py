@@ -91,8 +91,11 @@ def profile(path: Path, ids: Any, threads: int, runs: int = 20) -> dict[str, flo
 
 
 def bench_files(paths: Sequence[Path], spec: BenchSpec, *, threads: int, vocab_size: int, batch_first: bool,
-                module: Any = None) -> dict[str, Any]:
-    """``workbench bench``: the given ONNX files (and the torch references when a module is given)."""
+                module: Any = None, input_name: str | None = None) -> dict[str, Any]:
+    """``workbench bench``: the given ONNX files (and the torch references when a module is given).
+
+    With ``input_name`` (from a recipe), each file must have exactly that one int64 input.
+    """
     from workbench.errors import InputError
 
     contenders = [bench.torch_fp32(module, threads), bench.torch_int8(module, threads)] if module is not None else []
@@ -100,9 +103,14 @@ def bench_files(paths: Sequence[Path], spec: BenchSpec, *, threads: int, vocab_s
     names = names if len(set(names)) == len(names) else [str(path) for path in paths]
     for name, path in zip(names, paths):
         try:
-            contenders.append(bench.onnx_file(name, path, threads))
+            session = bench.onnx_session(path, threads)
         except Exception as exc:  # onnxruntime's untyped load errors
             raise InputError(f"{path}: onnxruntime cannot load this model: {str(exc).splitlines()[0]}") from None
+        found = [(i.name, i.type) for i in session.get_inputs()]
+        if (input_name and found != [(input_name, "tensor(int64)")]) or len(found) != 1:
+            wanted = f"one int64 input named {input_name!r}" if input_name else "one input of token ids"
+            raise InputError(f"{path}: inputs {found} do not match the recipe: expected {wanted}")
+        contenders.append(bench.Contender(name, "onnx", lambda ids, s=session, n=found[0][0]: s.run(None, {n: ids})))
     timings = bench.run_cases(contenders, cases(spec), vocab_size=vocab_size, batch_first=batch_first,
                               budget_s=spec.budget_seconds)
     baseline = contenders[0].name

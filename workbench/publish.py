@@ -27,7 +27,11 @@ def _hidden(report_dir: Path, kind: str) -> str:
 def locked(report_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``report_dir`` for the block; a second run waits for the first."""
     parent = _writable_parent(report_dir)
-    with open(parent / f".{report_dir.name}.lock", "a+") as handle:
+    try:
+        handle = open(parent / f".{report_dir.name}.lock", "a+")
+    except OSError as exc:
+        raise InputError(f"{parent}: cannot create the run's lock file: {exc.strerror}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -67,7 +71,7 @@ def publish(report_dir: Path, fill: Callable[[Path], None]) -> None:
         os.replace(scratch, report_dir)
         shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG):
             raise InputError(f"{parent}: cannot write the report ({exc.strerror}); the previous report is unchanged") from None
         raise
     finally:

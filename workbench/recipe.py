@@ -19,10 +19,12 @@ from workbench.errors import RecipeError
 from workbench.stages import REGISTRY, Params
 
 MAX_RECIPE_BYTES = 1 << 20
+MAX_NODES = 100_000  # after aliases are expanded: a "billion laughs" recipe is refused, not validated
+MAX_DEPTH = 64
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class InputSpec(Strict):
@@ -185,7 +187,7 @@ def load(path: str | Path) -> Recipe:
 
 def parse(text: str, path: Path) -> Recipe:
     try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        document = _safe_document(text, path)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
@@ -204,6 +206,32 @@ def parse(text: str, path: Path) -> Recipe:
     root = (path.parent / settings.root).resolve()
     name = settings.name or path.stem
     return Recipe(name, path.resolve(), text, root, settings, stages)
+
+
+def _safe_document(text: str, path: Path) -> Any:
+    """Compose the YAML, refuse it if aliases would expand it beyond MAX_NODES or MAX_DEPTH, then construct."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def expanded(node: yaml.Node, depth: int) -> int:
+            if depth > MAX_DEPTH:
+                raise RecipeError(f"{path}: YAML nested deeper than {MAX_DEPTH} levels")
+            if id(node) not in sizes:
+                children = node.value if isinstance(node, yaml.SequenceNode) else \
+                    [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else []
+                sizes[id(node)] = 1 + sum(expanded(child, depth + 1) for child in children)
+                if sizes[id(node)] > MAX_NODES:
+                    raise RecipeError(f"{path}: YAML expands to more than {MAX_NODES:,} values (an alias bomb?)")
+            return sizes[id(node)]
+
+        expanded(root, 0)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 def _stage(path: Path, index: int, entry: Any) -> StageConfig:
