@@ -10,6 +10,7 @@ Self-contained: imports only torch, onnx, onnxruntime, numpy and the standard li
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import os
 import pickle
@@ -106,13 +107,16 @@ def convert(weights_path: str | os.PathLike = WEIGHTS_PATH, output_path: str | o
     model = build_model(load_state_dict(weights_path), weights_path)
     vocab_size = model.embedding.num_embeddings
     buffer = io.BytesIO()
+    # The TorchScript exporter: the dynamo one (torch >= 2.9's default) would fix the batch axis of a
+    # batch-1 example to 1. Torch before 2.5 has only the TorchScript exporter and no `dynamo` argument.
+    exporter = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and LSTM batch notes
         torch.onnx.export(
             model,
             (torch.zeros(8, 1, dtype=torch.long),),
             buffer,
-            dynamo=False,  # the dynamo exporter would fix the batch axis of a batch-1 example to 1
+            **exporter,
             opset_version=OPSET,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],

@@ -11,7 +11,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,19 @@ def threads_for(recipe: Recipe, override: int | None = None) -> int:
     return override or recipe.settings.threads or os.cpu_count() or 1
 
 
+@dataclass(frozen=True)
+class _Evaluation:
+    """The evaluation set and how to feed it, the same for the reference and every artifact."""
+
+    samples: list[data.Sample]
+    labels: np.ndarray
+    input_name: str
+    batch_first: bool
+    batch_size: int
+    threads: int
+    key: str
+
+
 def run(recipe: Recipe, source: TorchSource, model_key: str, *, threads: int, force: bool = False,
         progress: Progress | None = None) -> RunResult:
     """Every stage in order, each validated; stops at the first failure unless the recipe says otherwise."""
@@ -158,50 +171,53 @@ def run(recipe: Recipe, source: TorchSource, model_key: str, *, threads: int, fo
     cache = Cache(recipe.root / CACHE_DIR)
     versions = tool_versions()
     samples = evaluation_set(recipe)
-    labels = np.array([s.label for s in samples])
-    batch_first = recipe.model.input.axes[0] == "batch"
-    batch_size = recipe.settings.data.batch_size
-    data_key = key(recipe.settings.data.model_dump(), _data_file_sha(recipe))
+    spec = recipe.model.input
+    evaluation = _Evaluation(samples, np.array([s.label for s in samples]), spec.name, spec.axes[0] == "batch",
+                             recipe.settings.data.batch_size, threads,
+                             key(recipe.settings.data.model_dump(), _data_file_sha(recipe)))
 
     progress.stage("reference")
     t0 = time.perf_counter()
-    ref_key = key("reference", model_key, data_key, versions["torch"])
-    hit = None if force else cache.get(ref_key)
-    reference_cached = hit is not None
-    if hit is None:
-        with cache.put(ref_key) as (scratch, facts):
-            logits = check.run_torch(source.module, samples, batch_first=batch_first, batch_size=batch_size,
-                                     threads=threads, advance=progress.validating("reference", len(samples)))
-            np.save(scratch / "logits.npy", logits)
-        hit = cache.get(ref_key)
-    reference_logits = np.load(hit[0] / "logits.npy")
+    reference_logits, reference_cached = _logits(
+        cache, key("reference", model_key, evaluation.key, versions["torch"]), force,
+        lambda: check.run_torch(source.module, samples, batch_first=evaluation.batch_first,
+                                batch_size=evaluation.batch_size, threads=threads,
+                                advance=progress.validating("reference", len(samples))))
     weights = recipe.resolve(recipe.model.weights)
     reference = Reference(weights, source.metadata["weights_sha256"], weights.stat().st_size,
-                          float(np.mean(reference_logits.argmax(1) == labels)), len(samples),
+                          float(np.mean(reference_logits.argmax(1) == evaluation.labels)), len(samples),
                           time.perf_counter() - t0, reference_cached)
     progress.done("reference", f"accuracy {reference.accuracy:.2%}")
 
     records: list[StageRecord] = []
     parent_key, parent_sha, parent_path = model_key, reference.weights_sha256, None
+    skipped: tuple[str, ...] = ()
     for index, config in enumerate(recipe.stages):
         progress.stage(config.name)
-        record, parent_key, parent_path = _run_stage(
-            config, Source(torch=source if parent_path is None else None, onnx=parent_path), parent_key, parent_sha,
-            cache, versions, force,
-        )
+        stage_source = Source(torch=source if parent_path is None else None, onnx=parent_path)
+        record, parent_key, parent_path = _run_stage(config, stage_source, parent_key, parent_sha, cache, versions,
+                                                     force)
         if record.artifact is not None:
-            record = _validate(record, cache, data_key, force, reference_logits, labels, samples, recipe, threads,
-                               batch_first, batch_size, progress, config)
+            record = _validate(record, config, evaluation, reference_logits, cache, force, progress)
             parent_sha = record.artifact.sha256
         records.append(record)
         progress.done(config.name, "passed" if record.passed else "FAILED")
         if not record.passed and (record.artifact is None or not recipe.settings.continue_on_failure):
             skipped = tuple(c.name for c in recipe.stages[index + 1:])
             break
-    else:
-        skipped = ()
     return RunResult(recipe, reference, tuple(records), environment(threads), threads,
                      datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter() - started, skipped)
+
+
+def _logits(cache: Cache, entry_key: str, force: bool, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+    """Logits from the cache entry, or computed and stored there; and whether they were cached."""
+    hit = None if force else cache.get(entry_key)
+    if hit is not None:
+        return np.load(hit[0] / "logits.npy"), True
+    logits = compute()
+    with cache.put(entry_key) as (scratch, _):
+        np.save(scratch / "logits.npy", logits)
+    return logits, False
 
 
 def _run_stage(config: StageConfig, source: Source, parent_key: str, parent_sha: str, cache: Cache,
@@ -211,18 +227,18 @@ def _run_stage(config: StageConfig, source: Source, parent_key: str, parent_sha:
     stage_key = key("stage", config.name, params, parent_key, versions)
     t0 = time.perf_counter()
     hit = None if force else cache.get(stage_key)
+    cached = hit is not None
     if hit is None:
         try:
             with cache.put(stage_key) as (scratch, facts):
                 facts.update(spec.run(source, config.params, scratch / f"{config.name}.onnx"))
                 facts["seconds"] = time.perf_counter() - t0
         except StageError as exc:
-            record = StageRecord(config.name, params, parent_sha, None, {}, time.perf_counter() - t0, False, None, str(exc))
+            record = StageRecord(config.name, params, parent_sha, None, {}, time.perf_counter() - t0, False, None,
+                                 str(exc))
             return record, stage_key, None
         hit = cache.get(stage_key)
-        cached = False
-    else:
-        cached = True
+        assert hit is not None, "a cache entry just written failed its hash check"
     folder, facts = hit
     artifact = describe(folder / f"{config.name}.onnx")
     seconds = facts.pop("seconds", 0.0)
@@ -231,22 +247,17 @@ def _run_stage(config: StageConfig, source: Source, parent_key: str, parent_sha:
     return record, key(stage_key, artifact.sha256), artifact.path
 
 
-def _validate(record: StageRecord, cache: Cache, data_key: str, force: bool, reference_logits: np.ndarray,
-              labels: np.ndarray, samples: list[data.Sample], recipe: Recipe, threads: int, batch_first: bool,
-              batch_size: int, progress: Progress, config: StageConfig) -> StageRecord:
+def _validate(record: StageRecord, config: StageConfig, evaluation: _Evaluation, reference_logits: np.ndarray,
+              cache: Cache, force: bool, progress: Progress) -> StageRecord:
     assert record.artifact is not None
-    check_key = key("check", record.artifact.sha256, data_key, check.REL_EPSILON)
-    hit = None if force else cache.get(check_key)
-    if hit is None:
-        with cache.put(check_key) as (scratch, facts):
-            logits = check.run_onnx(record.artifact.path, samples, input_name=recipe.model.input.name,
-                                    batch_first=batch_first, batch_size=batch_size, threads=threads,
-                                    advance=progress.validating(config.name, len(samples)))
-            np.save(scratch / "logits.npy", logits)
-        hit = cache.get(check_key)
-    comparison = check.compare(np.load(hit[0] / "logits.npy"), reference_logits, labels, rtol=config.accept.rtol or 0.0)
-    return StageRecord(record.stage, record.params, record.parent, record.artifact, record.facts, record.seconds,
-                       record.cached, check.judge(comparison, config.accept))
+    logits, _ = _logits(
+        cache, key("check", record.artifact.sha256, evaluation.key), force,
+        lambda: check.run_onnx(record.artifact.path, evaluation.samples, input_name=evaluation.input_name,
+                               batch_first=evaluation.batch_first, batch_size=evaluation.batch_size,
+                               threads=evaluation.threads,
+                               advance=progress.validating(config.name, len(evaluation.samples))))
+    comparison = check.compare(logits, reference_logits, evaluation.labels, rtol=config.accept.rtol or 0.0)
+    return replace(record, check=check.judge(comparison, config.accept))
 
 
 def _data_file_sha(recipe: Recipe) -> str | None:

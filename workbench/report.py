@@ -92,7 +92,7 @@ def summary_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def render(data: dict[str, Any], recipe_text: str) -> str:
     header, rows = summary_rows(data)
-    parts = [f"# Report: {data['recipe']}", "", verdict_line(data), "", _table(header, rows), ""]
+    parts = [f"# {data['recipe']}: {data['verdict']}", "", verdict_line(data), "", _table(header, rows), ""]
     parts += [f"Validation: {data['reference']['samples']} samples ({_data_line(data['data'])}); "
               "every artifact is compared with the PyTorch fp32 model on the same inputs.", ""]
     parts += speed.section(data)
