@@ -13,7 +13,9 @@ from workbench import charts, perf, pipeline, publish, report, speed, tune
 from workbench.recipe import Recipe
 from workbench.stages import REGISTRY
 
-TERMINAL_COLUMNS = ("stage", "bytes", "of fp32", "max abs err", "agreement", "accuracy", "verdict")
+# report column -> its shorter terminal heading (the whole table fits 80 columns)
+TERMINAL_COLUMNS = {"stage": "stage", "bytes": "bytes", "of fp32": "of fp32", "max abs err": "max err",
+                    "agreement": "agree", "accuracy": "acc", "verdict": "verdict"}
 
 
 class RichProgress(pipeline.Progress):
@@ -77,7 +79,10 @@ def _fill(result: pipeline.RunResult, folder: Path) -> dict:
 def _summary(recipe: Recipe, data: dict, quiet: bool) -> None:
     header, rows = report.summary_rows(data)
     keep = [header.index(c) for c in TERMINAL_COLUMNS]
-    table = speed.terminal_table([header[i] for i in keep], [[row[i] for i in keep] for row in rows],
-                                 f"{recipe.name}: {data['verdict']}")
+    short = [[row[i].replace(" (cached)", "").replace("reference", "-") for i in keep] for row in rows]
+    table = speed.terminal_table([TERMINAL_COLUMNS[header[i]] for i in keep], short, f"{recipe.name}: {data['verdict']}")
     Console(quiet=quiet).print(table)
+    cached = [s["stage"] for s in data["stages"] if s["cached"]]
+    if cached:
+        print(f"cached: {', '.join(cached)} (unchanged input, parameters and tool versions; --force redoes them)")
     print(f"{report.verdict_line(data).replace('**', '')}\nreport: {recipe.report_dir / 'report.md'}")

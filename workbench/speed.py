@@ -91,11 +91,12 @@ def _profile(bench: dict[str, Any]) -> list[str]:
 
 
 def terminal_table(header: list[str], rows: list[list[str]], title: str) -> Any:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)  # light chrome: room for figures in 80 columns
     for name in header:
-        table.add_column(name, overflow="fold")  # wrap in a narrow terminal rather than cut names short
+        table.add_column(name, overflow="fold")  # fold rather than cut a figure short
     for row in rows:
         table.add_row(*row)
     return table
