@@ -255,3 +255,10 @@ def test_demo_runs_as_a_script(lone_task, tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(result) == 1 and len(result[0]) == 2
+
+
+def test_parity_guard_refuses_an_export_of_other_weights(onnx_file):
+    torch.manual_seed(5)
+    other = task.TextClassifier().eval()
+    with pytest.raises(RuntimeError, match=r"ONNX export differs from PyTorch by .* \(limit 0.0001 \+ 0.0001 x \|torch\|\)"):
+        task._check_parity(other, Path(onnx_file).read_bytes())
