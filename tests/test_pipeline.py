@@ -17,7 +17,6 @@ import pytest
 import torch
 
 import task
-from workbench import recipe
 from workbench.cli import main
 from workbench.errors import StageError
 from workbench.stages import Source

@@ -2,6 +2,7 @@
 
 An entry is made in a temporary folder and renamed into place only once complete, with a manifest of
 its files' hashes; a reader re-hashes them, so a half-written or altered entry is never trusted.
+Hidden folders (``.<key>.*``) are work in progress or leftovers of a killed run; readers ignore them.
 """
 
 from __future__ import annotations
@@ -51,9 +52,13 @@ class Cache:
             files = {p.name: file_sha256(p) for p in sorted(scratch.iterdir()) if p.is_file()}
             (scratch / MANIFEST).write_text(json.dumps({"files": files, "facts": facts}, indent=1, default=str))
             final = self.folder / entry_key
+            # an entry that failed its hash check, or one --force redoes: set aside whole, then dropped,
+            # so the entry's name always holds a complete entry or nothing
+            old = self.folder / f".{entry_key}.old-{os.getpid()}"
             if final.exists():
-                shutil.rmtree(final)  # an entry that failed its hash check
+                os.replace(final, old)
             os.replace(scratch, final)
+            shutil.rmtree(old, ignore_errors=True)
         finally:
             if scratch.exists():
                 shutil.rmtree(scratch, ignore_errors=True)

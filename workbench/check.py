@@ -23,13 +23,10 @@ Advance = Callable[[int], None]
 def run_onnx(path: Path, samples: Sequence[Sample], *, input_name: str, batch_first: bool, batch_size: int,
              threads: int, advance: Advance | None = None) -> np.ndarray:
     """Logits [N, classes] of the ONNX file on ``samples``, in data set order."""
-    import onnxruntime as ort
+    from workbench.bench import onnx_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(path, threads)
     except Exception as exc:  # onnxruntime's own untyped load errors
         raise InputError(f"{path}: onnxruntime cannot load this model: {exc}") from None
     names = [value.name for value in session.get_inputs()]

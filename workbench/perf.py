@@ -15,6 +15,7 @@ from typing import Any
 from workbench import bench, tune
 from workbench.recipe import BenchSpec
 
+
 def cases(spec: BenchSpec) -> list[bench.Case]:
     latency = [bench.Case(f"b1_l{n}", 1, n) for n in spec.latency_lengths]
     t = spec.throughput
@@ -29,17 +30,20 @@ def run(module: Any, artifacts: Sequence[tuple[str, Path, str]], spec: BenchSpec
     torch_refs = [bench.torch_fp32(module, threads), bench.torch_int8(module, threads)]
     onnx = [bench.onnx_file(stage, path, threads) for stage, path, _ in artifacts]
     common = {"vocab_size": vocab_size, "batch_first": batch_first, "budget_s": spec.budget_seconds}
-    timings = bench.run_cases(torch_refs + onnx, cases(spec), on_case=lambda c: note(f"timing {c.name}"), **common)
+    timed_cases = cases(spec)
+    timings = bench.run_cases(torch_refs + onnx, timed_cases, on_case=lambda c: note(f"timing {c.name}"), **common)
 
-    fp32 = next((a for a in artifacts if a[2] == "fp32"), None)
-    int8 = next((a for a in reversed(artifacts) if a[2] == "int8"), None)
-    chart_set = torch_refs + [bench.onnx_file(f"onnx {a[2]} ({a[0]})", a[1], threads) for a in (fp32, int8) if a]
+    # the length chart: the first fp32 artifact and the last int8 one, under names that say which they are
+    fp32 = next((i for i, a in enumerate(artifacts) if a[2] == "fp32"), None)
+    int8 = next((i for i in reversed(range(len(artifacts))) if artifacts[i][2] == "int8"), None)
+    chart_set = torch_refs + [bench.Contender(f"onnx {artifacts[i][2]} ({artifacts[i][0]})", "onnx", onnx[i].call)
+                              for i in (fp32, int8) if i is not None]
     by_length = bench.run_cases(chart_set, [bench.Case(f"b1_l{n}", 1, n) for n in spec.chart_lengths],
                                 on_case=lambda c: note(f"chart {c.name}"), **common)
     result: dict[str, Any] = {
         "threads": threads,
         "budget_seconds": spec.budget_seconds,
-        "cases": [c.__dict__ for c in cases(spec)],
+        "cases": [c.__dict__ for c in timed_cases],
         "headline_case": headline.name,  # batch 1 at the longest latency length: tuned, profiled, compared
         "timings": [t.to_dict() for t in timings],
         "speedup_vs_pytorch_fp32": _nested(bench.speedups(timings)),
@@ -70,14 +74,9 @@ def _nested(flat: dict[tuple[str, str], float]) -> dict[str, dict[str, float]]:
 
 def profile(path: Path, ids: Any, threads: int, runs: int = 20) -> dict[str, float]:
     """Share of node time per op type, from onnxruntime's own profiler (what the time goes to)."""
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as folder:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(folder) / "profile")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = bench.onnx_session(path, threads, {"enable_profiling": True,
+                                                     "profile_file_prefix": str(Path(folder) / "profile")})
         name = session.get_inputs()[0].name
         for _ in range(runs):
             session.run(None, {name: ids})

@@ -214,8 +214,8 @@ def _logits(cache: Cache, entry_key: str, force: bool, compute: Callable[[], np.
     hit = None if force else cache.get(entry_key)
     if hit is not None:
         return np.load(hit[0] / "logits.npy"), True
-    logits = compute()
     with cache.put(entry_key) as (scratch, _):
+        logits = compute()
         np.save(scratch / "logits.npy", logits)
     return logits, False
 
