@@ -231,7 +231,9 @@ def encode(tokens, vocab_size: int, max_tokens: int = MAX_TOKENS) -> np.ndarray:
                 f"token ids are integers in [0, {vocab_size - 1}]"
             )
         if not 0 <= token < vocab_size:
-            raise ValueError(f"input[{position}] = {token} is out of range: token ids are integers in [0, {vocab_size - 1}]")
+            raise ValueError(
+                f"input[{position}] = {token} is out of range: token ids are integers in [0, {vocab_size - 1}]"
+            )
     return np.asarray(tokens, dtype=np.int64).reshape(-1, 1)
 
 

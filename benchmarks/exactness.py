@@ -44,13 +44,19 @@ def main() -> None:
             exact.append(model64(ids).numpy())
             batched_o.append(session.run(None, {"text": batch.ids})[0])
             for column in range(batch.ids.shape[1]):
-                one = batch.ids[:, column:column + 1]
+                one = batch.ids[:, column : column + 1]
                 single_t.append(model(torch.from_numpy(one)).numpy())
                 single_o.append(session.run(None, {"text": one})[0])
-    bt, bo, st, so, ex = (np.concatenate(x).astype(np.float64) for x in (batched_t, batched_o, single_t, single_o, exact))
+    bt, bo, st, so, ex = (
+        np.concatenate(x).astype(np.float64) for x in (batched_t, batched_o, single_t, single_o, exact)
+    )
     print(f"{args.samples} samples, lengths 8-256, largest |logit| {np.abs(ex).max():.2f}")
-    rows = [("onnxruntime vs torch, batched", bo, bt), ("onnxruntime vs torch, one at a time", so, st),
-            ("torch fp32 vs torch float64", bt, ex), ("onnxruntime vs torch float64", bo, ex)]
+    rows = [
+        ("onnxruntime vs torch, batched", bo, bt),
+        ("onnxruntime vs torch, one at a time", so, st),
+        ("torch fp32 vs torch float64", bt, ex),
+        ("onnxruntime vs torch float64", bo, ex),
+    ]
     for name, a, b in rows:
         diff = np.abs(a - b)
         over = int((diff.max(axis=1) > 1e-5).sum())

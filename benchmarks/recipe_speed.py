@@ -19,8 +19,13 @@ TARGETS = {"cold run (--force)": 90.0, "cached rerun": 10.0}
 
 def timed(args: list[str]) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "workbench", "run", *args, "--quiet"], cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "workbench", "run", *args, "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"workbench run {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")

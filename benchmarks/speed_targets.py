@@ -4,7 +4,8 @@
 
 Runs recipes/int8.yaml first (cached stages are reused; its own benchmarks are skipped), then times
 PyTorch fp32, PyTorch dynamic int8 and the ONNX int8 artifact (default session options, and the
-tuned ones when the tuning grid finds a faster identical configuration) side by side with the same threads and inputs, and prints each measured ratio beside its target.
+tuned ones when the tuning grid finds a faster identical configuration) side by side with the same
+threads and inputs, and prints each measured ratio beside its target.
 """
 
 from __future__ import annotations
@@ -28,17 +29,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     recipe_path = ROOT / "recipes" / "int8.yaml"
-    subprocess.run([sys.executable, "-m", "workbench", "run", str(recipe_path), "--no-bench", "--quiet"], cwd=ROOT,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "workbench", "run", str(recipe_path), "--no-bench", "--quiet"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     parsed = recipe.load(recipe_path)
     metrics = json.loads((parsed.report_dir / "metrics.json").read_text())
     int8_path = parsed.report_dir / "quantize_dynamic.onnx"
     module = pipeline.torch_source(parsed)[0].module
-    contenders = [bench.torch_fp32(module, args.threads), bench.torch_int8(module, args.threads),
-                  bench.onnx_file("onnx int8", int8_path, args.threads)]
+    contenders = [
+        bench.torch_fp32(module, args.threads),
+        bench.torch_int8(module, args.threads),
+        bench.onnx_file("onnx int8", int8_path, args.threads),
+    ]
     cases = [bench.Case("b1_l256", 1, 256), bench.Case("b64_l256", 64, 256)]
-    tuning = tune.tune(int8_path, cases[0], threads=args.threads, vocab_size=1000, batch_first=False,
-                       budget_s=args.budget)
+    tuning = tune.tune(
+        int8_path, cases[0], threads=args.threads, vocab_size=1000, batch_first=False, budget_s=args.budget
+    )
     options = tuning.best.options
     tuned = options != tuning.default.options
     if tuned:
@@ -52,10 +61,24 @@ def main() -> None:
     best = "onnx int8 tuned" if tuned else "onnx int8"
     quant = next(s for s in metrics["stages"] if s["stage"] == "quantize_dynamic")
     rows = [
-        (f"{best} vs pytorch fp32, b1 l256", median[("pytorch fp32", "b1_l256")] / median[(best, "b1_l256")], ">=", 5.0),
-        (f"{best} vs pytorch int8, b1 l256", median[("pytorch int8", "b1_l256")] / median[(best, "b1_l256")], ">=", 3.0),
-        ("onnx int8 throughput vs pytorch fp32, b64 l256",
-         median[("pytorch fp32", "b64_l256")] / median[("onnx int8", "b64_l256")], ">=", 3.0),
+        (
+            f"{best} vs pytorch fp32, b1 l256",
+            median[("pytorch fp32", "b1_l256")] / median[(best, "b1_l256")],
+            ">=",
+            5.0,
+        ),
+        (
+            f"{best} vs pytorch int8, b1 l256",
+            median[("pytorch int8", "b1_l256")] / median[(best, "b1_l256")],
+            ">=",
+            3.0,
+        ),
+        (
+            "onnx int8 throughput vs pytorch fp32, b64 l256",
+            median[("pytorch fp32", "b64_l256")] / median[("onnx int8", "b64_l256")],
+            ">=",
+            3.0,
+        ),
         ("int8 size as a share of fp32", quant["artifact"]["share_of_fp32"], "<=", 0.26),
         ("accuracy drop vs pytorch fp32, points", 100 * quant["check"]["accuracy_drop"], "<=", 0.5),
     ]

@@ -53,8 +53,9 @@ def _readme_figures() -> dict[str, int]:
     import re
 
     text = (ROOT / "README.md").read_text()
-    return {what: int(m.group(1).replace(",", "")) for what in RELIABILITY
-            if (m := re.search(rf"([\d,]+) {what}", text))}
+    return {
+        what: int(m.group(1).replace(",", "")) for what in RELIABILITY if (m := re.search(rf"([\d,]+) {what}", text))
+    }
 
 
 def _disagreements() -> list[str]:
@@ -64,8 +65,11 @@ def _disagreements() -> list[str]:
     if not all(counts[w] for w in RELIABILITY):
         return []
     readme = _readme_figures()
-    return [f"README says {readme.get(w)} {w}, this run: {counts[w]}" for w in RELIABILITY
-            if readme.get(w) is None or (counts[w] < readme[w] if w in AT_LEAST else counts[w] != readme[w])]
+    return [
+        f"README says {readme.get(w)} {w}, this run: {counts[w]}"
+        for w in RELIABILITY
+        if readme.get(w) is None or (counts[w] < readme[w] if w in AT_LEAST else counts[w] != readme[w])
+    ]
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -14,8 +14,10 @@ import task
 from workbench import bench, tune
 from workbench.cli import main
 
-TINY_BENCH = ("bench: {budget_seconds: 0.05, latency_lengths: [8, 16], throughput: {batch: 4, length: 16}, "
-              "chart_lengths: [4, 16]}\n")
+TINY_BENCH = (
+    "bench: {budget_seconds: 0.05, latency_lengths: [8, 16], throughput: {batch: 4, length: 16}, "
+    "chart_lengths: [4, 16]}\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +71,10 @@ def test_tuning_keeps_identical_outputs_and_saves_a_loadable_config(tiny_onnx, t
 
 def _recipe(project: Path, name: str, stages: str) -> Path:
     path = project / f"{name}.yaml"
-    path.write_text("model: {class: task:TextClassifier, weights: model.pt}\n"
-                    "data: {synthetic: {size: 40, seed: 2, min_len: 4, max_len: 24}}\n" + TINY_BENCH + stages)
+    path.write_text(
+        "model: {class: task:TextClassifier, weights: model.pt}\n"
+        "data: {synthetic: {size: 40, seed: 2, min_len: 4, max_len: 24}}\n" + TINY_BENCH + stages
+    )
     return path
 
 
@@ -80,8 +84,11 @@ def two_runs(tmp_path_factory):
     for name in ("task.py", "model.pt"):
         shutil.copy(Path(task.__file__).parent / name, project / name)
     fp32 = _recipe(project, "fp32", "stages:\n  - export: {}\n")
-    int8 = _recipe(project, "int8", "stages:\n  - export: {}\n  - simplify: {}\n"
-                   "  - quantize_dynamic: {op_types: [LSTM, Gemm, Gather]}\n")
+    int8 = _recipe(
+        project,
+        "int8",
+        "stages:\n  - export: {}\n  - simplify: {}\n  - quantize_dynamic: {op_types: [LSTM, Gemm, Gather]}\n",
+    )
     assert main(["run", str(fp32), "--quiet"]) == 0
     assert main(["run", str(int8), "--quiet"]) == 0
     return project
@@ -99,7 +106,11 @@ def test_run_reports_benchmarks_charts_and_tuning(two_runs):
         base = next(b for b in figures["timings"] if b["contender"] == "pytorch fp32" and b["case"] == t["case"])
         assert ratio == pytest.approx(base["median_ms"] / t["median_ms"])
     assert {t["contender"] for t in figures["by_length"]} == {
-        "pytorch fp32", "pytorch int8", "onnx fp32 (export)", "onnx int8 (quantize_dynamic)"}
+        "pytorch fp32",
+        "pytorch int8",
+        "onnx fp32 (export)",
+        "onnx int8 (quantize_dynamic)",
+    }
     assert figures["tuning"]["stage"] == "quantize_dynamic"
     assert (folder / "quantize_dynamic.onnx.session.json").is_file()
     assert "DynamicQuantizeLSTM" in figures["profile"]["op_share"]
@@ -138,8 +149,20 @@ def test_compare_two_runs(two_runs, capsys):
 def test_bench_command_on_files(two_runs, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # rich folds long names in a narrow terminal
     folder = two_runs / "reports" / "int8"
-    assert main(["bench", str(folder / "export.onnx"), str(folder / "quantize_dynamic.onnx"), "--budget", "0.05",
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(folder / "export.onnx"),
+                str(folder / "quantize_dynamic.onnx"),
+                "--budget",
+                "0.05",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "x: export.onnx's median" in out and "quantize_dynamic.onnx" in out and "1.00x" in out
     assert main(["bench", str(folder / "quantize_dynamic.onnx"), "--recipe", str(two_runs / "int8.yaml")]) == 0

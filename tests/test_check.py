@@ -37,8 +37,9 @@ def test_relative_tolerance_scales_with_the_reference():
 
 def test_every_miss_is_collected():
     candidate = REFERENCE[:, ::-1].copy()
-    verdict = judge(compare(candidate, REFERENCE, LABELS), Accept(max_abs_error=0.1, min_agreement=0.99,
-                                                                  max_accuracy_drop=0.005))
+    verdict = judge(
+        compare(candidate, REFERENCE, LABELS), Accept(max_abs_error=0.1, min_agreement=0.99, max_accuracy_drop=0.005)
+    )
     assert [f.split()[0] for f in verdict.failures] == ["max", "agreement", "accuracy"]
     assert "agreement 0.00% < limit 99.00%" in verdict.failures[1]
     assert verdict.to_dict()["passed"] is False

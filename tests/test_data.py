@@ -34,19 +34,22 @@ def test_jsonl_round_trip(tmp_path):
     assert data.load_jsonl(tmp_path / "d.jsonl", vocab_size=1000) == samples
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{not json", r"d.jsonl:2: not valid JSON"),
-    ('{"tokens": [1, 2]}', r"d.jsonl:2: expected an object with exactly the keys"),
-    ('{"tokens": [1], "label": 0, "x": 1}', r"d.jsonl:2: expected an object"),
-    ('[1, 2]', r"d.jsonl:2: expected an object .* got list"),
-    ('{"tokens": [], "label": 0}', r"d.jsonl:2: tokens must be a non-empty list"),
-    ('{"tokens": [1, 1000], "label": 0}', r"d.jsonl:2: tokens\[1\] = 1000 is not a token id in \[0, 999\]"),
-    ('{"tokens": [1, -2], "label": 0}', r"tokens\[1\] = -2"),
-    ('{"tokens": [true], "label": 0}', r"tokens\[0\] = True"),
-    ('{"tokens": [1.5], "label": 0}', r"tokens\[0\] = 1.5"),
-    ('{"tokens": [1], "label": "pos"}', r"d.jsonl:2: label = 'pos' is not a class index"),
-    ('{"tokens": [1], "label": -1}', r"label = -1"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", r"d.jsonl:2: not valid JSON"),
+        ('{"tokens": [1, 2]}', r"d.jsonl:2: expected an object with exactly the keys"),
+        ('{"tokens": [1], "label": 0, "x": 1}', r"d.jsonl:2: expected an object"),
+        ("[1, 2]", r"d.jsonl:2: expected an object .* got list"),
+        ('{"tokens": [], "label": 0}', r"d.jsonl:2: tokens must be a non-empty list"),
+        ('{"tokens": [1, 1000], "label": 0}', r"d.jsonl:2: tokens\[1\] = 1000 is not a token id in \[0, 999\]"),
+        ('{"tokens": [1, -2], "label": 0}', r"tokens\[1\] = -2"),
+        ('{"tokens": [true], "label": 0}', r"tokens\[0\] = True"),
+        ('{"tokens": [1.5], "label": 0}', r"tokens\[0\] = 1.5"),
+        ('{"tokens": [1], "label": "pos"}', r"d.jsonl:2: label = 'pos' is not a class index"),
+        ('{"tokens": [1], "label": -1}', r"label = -1"),
+    ],
+)
 def test_bad_jsonl_rows_are_named_by_line(tmp_path, line, message):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"tokens": [1, 2], "label": 1}) + "\n" + line + "\n")

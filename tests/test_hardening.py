@@ -25,18 +25,28 @@ from reliability import FUZZ_EXAMPLES, record
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = {
-    "model": {"class": "task:TextClassifier", "weights": "model.pt",
-              "input": {"name": "text", "axes": ["sequence", "batch"], "vocab_size": 1000}},
+    "model": {
+        "class": "task:TextClassifier",
+        "weights": "model.pt",
+        "input": {"name": "text", "axes": ["sequence", "batch"], "vocab_size": 1000},
+    },
     "data": {"synthetic": {"size": 10, "seed": 1}, "batch_size": 8},
     "bench": {"budget_seconds": 1.0, "latency_lengths": [32, 256]},
-    "stages": [{"export": {"opset": 17}}, {"simplify": {}},
-               {"quantize_dynamic": {"weight_type": "qint8", "op_types": ["LSTM", "Gemm"],
-                                     "accept": {"min_agreement": 0.99}}}],
+    "stages": [
+        {"export": {"opset": 17}},
+        {"simplify": {}},
+        {"quantize_dynamic": {"weight_type": "qint8", "op_types": ["LSTM", "Gemm"], "accept": {"min_agreement": 0.99}}},
+    ],
 }
 WRONG_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8), st.binary(max_size=4).map(repr),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.binary(max_size=4).map(repr),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
     st.just("!!python/object/apply:os.system ['touch PWNED']"),
 )
 
@@ -65,13 +75,15 @@ def _expect_clean(text: str, tmp: Path, must_name: str | None = None) -> None:
         message = str(exc)
         assert message.startswith(str(path)), message
         if must_name is not None:
-            assert any(f"{ancestor}:" in message or f"{ancestor}." in message for ancestor in _ancestors(must_name)), \
-                (must_name, message)
+            assert any(f"{ancestor}:" in message or f"{ancestor}." in message for ancestor in _ancestors(must_name)), (
+                must_name,
+                message,
+            )
     assert not (tmp / "PWNED").exists() and not Path("PWNED").exists()
 
 
 def _ancestors(path: str) -> list[str]:
-    """``stages[2].quantize_dynamic.weight_type`` -> itself, ``stages[2].quantize_dynamic``, ``stages[2]``, ``stages``."""
+    """``stages[2].quantize_dynamic.weight_type`` -> itself, then each key path above it, up to ``stages``."""
     import re
 
     parts = re.findall(r"[^.\[]+|\[\d+\]", path)
@@ -81,8 +93,12 @@ def _ancestors(path: str) -> list[str]:
     return out
 
 
-@settings(max_examples=FUZZ_EXAMPLES // 2, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=FUZZ_EXAMPLES // 2,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_fuzz_one_wrong_value_or_key_is_named_by_its_path(tmp_path, data):
     record("fuzz cases run")
@@ -106,32 +122,62 @@ def test_fuzz_one_wrong_value_or_key_is_named_by_its_path(tmp_path, data):
     _expect_clean(text, tmp_path, must_name=named)
 
 
-@settings(max_examples=FUZZ_EXAMPLES // 2, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.one_of(
-    st.text(max_size=200),
-    st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
-    st.recursive(st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=5)),
-                 lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
-                 max_leaves=30).map(lambda doc: yaml.safe_dump(doc)),
-    st.sampled_from(["!!python/object/apply:os.system ['touch PWNED']", "!!python/name:os.system", "{a: !!binary x}",
-                     "a: &a [1]\nb: *a\n", "? [a]\n: b", "[" * 200, "- - - - - - - - - - - - - - - - - x"]),
-))
+@settings(
+    max_examples=FUZZ_EXAMPLES // 2,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    text=st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
+        st.recursive(
+            st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=5)),
+            lambda inner: st.one_of(
+                st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)
+            ),
+            max_leaves=30,
+        ).map(lambda doc: yaml.safe_dump(doc)),
+        st.sampled_from(
+            [
+                "!!python/object/apply:os.system ['touch PWNED']",
+                "!!python/name:os.system",
+                "{a: !!binary x}",
+                "a: &a [1]\nb: *a\n",
+                "? [a]\n: b",
+                "[" * 200,
+                "- - - - - - - - - - - - - - - - - x",
+            ]
+        ),
+    )
+)
 def test_fuzz_arbitrary_text_raises_only_recipe_errors(tmp_path, text):
     record("fuzz cases run")
     _expect_clean(text, tmp_path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
-     "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n",
-     "expands to more than 100,000 values"),
-    ("[" * 100 + "]" * 100, "nested deeper than 64 levels"),
-    ("[" * 20000 + "]" * 20000, "nested"),
-    ("model: {class: a:B, weights: w}\nstages: [{export: {opset: 100000000000000000000000}}]", r"stages[0].export.opset"),
-    ("model: {class: a:B, weights: w}\nbench: {budget_seconds: 1e999}\nstages: [{export: }]", "bench.budget_seconds"),
-    ("model: !!python/object/apply:os.system ['touch PWNED']\n", "could not determine a constructor"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+            "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n",
+            "expands to more than 100,000 values",
+        ),
+        ("[" * 100 + "]" * 100, "nested deeper than 64 levels"),
+        ("[" * 20000 + "]" * 20000, "nested"),
+        (
+            "model: {class: a:B, weights: w}\nstages: [{export: {opset: 100000000000000000000000}}]",
+            r"stages[0].export.opset",
+        ),
+        (
+            "model: {class: a:B, weights: w}\nbench: {budget_seconds: 1e999}\nstages: [{export: }]",
+            "bench.budget_seconds",
+        ),
+        ("model: !!python/object/apply:os.system ['touch PWNED']\n", "could not determine a constructor"),
+    ],
+)
 def test_hostile_yaml(tmp_path, text, message):
     path = tmp_path / "r.yaml"
     path.write_text(text)
@@ -149,6 +195,7 @@ def test_huge_recipe_file_is_not_read(tmp_path):
 
 
 # --- untrusted weights and ONNX files, through the command line: one line, exit 2, nothing run ---------
+
 
 class _Exploit:
     def __init__(self, marker: str):
@@ -180,8 +227,10 @@ def _weights_cases(folder: Path) -> dict[str, tuple[Path, str]]:
 def test_untrusted_weights_get_one_line(project, capsys, case):
     weights, message = _weights_cases(project)[case]
     path = project / "r.yaml"
-    path.write_text(f"model: {{class: task:TextClassifier, weights: {weights.name}}}\n"
-                    "data: {synthetic: {size: 8}}\nstages: [{export: {}}]\n")
+    path.write_text(
+        f"model: {{class: task:TextClassifier, weights: {weights.name}}}\n"
+        "data: {synthetic: {size: 8}}\nstages: [{export: {}}]\n"
+    )
     assert main(["run", str(path), "--quiet", "--no-bench"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and weights.name in err and message in err, err
@@ -225,17 +274,21 @@ def test_untrusted_onnx_files_get_one_line(project, capsys, case):
 
 # --- concurrent runs, full and read-only disks ------------------------------------------------------------
 
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def test_concurrent_runs_serialize_and_leave_one_complete_report(project):
     path = project / "c.yaml"
-    path.write_text("model: {class: task:TextClassifier, weights: model.pt}\n"
-                    "data: {synthetic: {size: 300, seed: 3, max_len: 64}}\nstages: [{export: {}}, {simplify: {}}]\n")
+    path.write_text(
+        "model: {class: task:TextClassifier, weights: model.pt}\n"
+        "data: {synthetic: {size: 300, seed: 3, max_len: 64}}\nstages: [{export: {}}, {simplify: {}}]\n"
+    )
     cmd = [sys.executable, "-m", "workbench", "run", str(path), "--quiet", "--no-bench", "--force"]
-    procs = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert sum("waiting for another run" in err for _, err in outs) == 1
@@ -255,8 +308,9 @@ def _in_mount(project: Path, script: str, size: str) -> subprocess.CompletedProc
         pytest.skip("unshare is not installed")
     (project / "mnt").mkdir(exist_ok=True)
     shell = f"set -u; mount -t tmpfs -o size={size} tmpfs {project}/mnt || exit 77\n{script}"
-    done = subprocess.run(["unshare", "-m", "sh", "-c", shell], env=_env(), capture_output=True, text=True,
-                          timeout=600, cwd=project)
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", shell], env=_env(), capture_output=True, text=True, timeout=600, cwd=project
+    )
     if done.returncode == 77:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     return done
@@ -264,13 +318,19 @@ def _in_mount(project: Path, script: str, size: str) -> subprocess.CompletedProc
 
 def test_full_disk_keeps_the_previous_report(project):
     path = project / "full.yaml"
-    path.write_text("reports: mnt/reports\nmodel: {class: task:TextClassifier, weights: model.pt}\n"
-                    "data: {synthetic: {size: 20, seed: 3, max_len: 32}}\nstages: [{export: {}}]\n")
+    path.write_text(
+        "reports: mnt/reports\nmodel: {class: task:TextClassifier, weights: model.pt}\n"
+        "data: {synthetic: {size: 20, seed: 3, max_len: 32}}\nstages: [{export: {}}]\n"
+    )
     run = f"{sys.executable} -m workbench run {path} --quiet --no-bench"
-    done = _in_mount(project, f"{run} > /dev/null || exit 3\n"
-                     f"cp mnt/reports/full/metrics.json before.json\n"
-                     f"{run} --force 2> err.txt; echo $? > code.txt\n"
-                     f"cmp mnt/reports/full/metrics.json before.json && ls -A mnt/reports > left.txt", size="9m")
+    done = _in_mount(
+        project,
+        f"{run} > /dev/null || exit 3\n"
+        f"cp mnt/reports/full/metrics.json before.json\n"
+        f"{run} --force 2> err.txt; echo $? > code.txt\n"
+        f"cmp mnt/reports/full/metrics.json before.json && ls -A mnt/reports > left.txt",
+        size="9m",
+    )
     assert done.returncode == 0, done.stderr
     err = (project / "err.txt").read_text()
     assert (project / "code.txt").read_text().strip() == "2"
@@ -280,9 +340,15 @@ def test_full_disk_keeps_the_previous_report(project):
 
 def test_read_only_reports_folder(project):
     path = project / "ro.yaml"
-    path.write_text("reports: mnt/reports\nmodel: {class: task:TextClassifier, weights: model.pt}\n"
-                    "data: {synthetic: {size: 20, seed: 3, max_len: 32}}\nstages: [{export: {}}]\n")
-    done = _in_mount(project, f"mkdir mnt/reports && mount -o remount,ro {project}/mnt && "
-                     f"{sys.executable} -m workbench run {path} --quiet --no-bench", size="1m")
+    path.write_text(
+        "reports: mnt/reports\nmodel: {class: task:TextClassifier, weights: model.pt}\n"
+        "data: {synthetic: {size: 20, seed: 3, max_len: 32}}\nstages: [{export: {}}]\n"
+    )
+    done = _in_mount(
+        project,
+        f"mkdir mnt/reports && mount -o remount,ro {project}/mnt && "
+        f"{sys.executable} -m workbench run {path} --quiet --no-bench",
+        size="1m",
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "not writable" in done.stderr and "Traceback" not in done.stderr

@@ -134,12 +134,25 @@ def test_other_modules_by_import_path(project):
     torch.manual_seed(0)
     torch.save(tiny_models.BagMLP().state_dict(), project / "mlp.pt")
     torch.save(tiny_models.BatchFirstLSTM().state_dict(), project / "bf.pt")
-    mlp = _write(project, "mlp", "model: {class: tiny_models:BagMLP, weights: mlp.pt}\n" + DATA % 80 +
-                 "stages:\n  - export: {}\n  - simplify: {}\n  - quantize_dynamic: {op_types: [Gemm, MatMul]}\n")
-    bf = _write(project, "bf", "model:\n  class: tiny_models:BatchFirstLSTM\n  weights: bf.pt\n"
-                "  kwargs: {hidden: 24}\n  input: {axes: [batch, sequence]}\n" + DATA % 80 +
-                "stages:\n  - export: {}\n  - simplify: {}\n")
-    assert main(["run", str(mlp), "--quiet", "--no-bench"]) in (0, 1)  # random weights: int8 agreement is not the point here
+    mlp = _write(
+        project,
+        "mlp",
+        "model: {class: tiny_models:BagMLP, weights: mlp.pt}\n"
+        + DATA % 80
+        + "stages:\n  - export: {}\n  - simplify: {}\n  - quantize_dynamic: {op_types: [Gemm, MatMul]}\n",
+    )
+    bf = _write(
+        project,
+        "bf",
+        "model:\n  class: tiny_models:BatchFirstLSTM\n  weights: bf.pt\n"
+        "  kwargs: {hidden: 24}\n  input: {axes: [batch, sequence]}\n"
+        + DATA % 80
+        + "stages:\n  - export: {}\n  - simplify: {}\n",
+    )
+    assert main(["run", str(mlp), "--quiet", "--no-bench"]) in (
+        0,
+        1,
+    )  # random weights: int8 agreement is not the point here
     stages = {s["stage"]: s for s in _metrics(project, "mlp")["stages"]}
     assert stages["simplify"]["check"]["max_abs_error"] <= 1e-5
     assert stages["quantize_dynamic"]["artifact"]["op_counts"].get("MatMulInteger", 0) >= 2
@@ -150,8 +163,11 @@ def test_other_modules_by_import_path(project):
 
 
 def test_impossible_threshold_fails_with_exit_1_and_a_failed_row(project, capsys):
-    path = _write(project, "tight", TEXT_MODEL + DATA % 60 + INT8_STAGES.replace(
-        "Gather]}", "Gather], accept: {max_abs_error: 1e-9}}"))
+    path = _write(
+        project,
+        "tight",
+        TEXT_MODEL + DATA % 60 + INT8_STAGES.replace("Gather]}", "Gather], accept: {max_abs_error: 1e-9}}"),
+    )
     assert main(["run", str(path), "--quiet", "--no-bench"]) == 1
     metrics = _metrics(project, "tight")
     assert metrics["verdict"] == "FAILED"
@@ -164,8 +180,13 @@ def test_impossible_threshold_fails_with_exit_1_and_a_failed_row(project, capsys
 
 
 def test_failed_stage_stops_later_stages(project):
-    path = _write(project, "stop", TEXT_MODEL + DATA % 40 + INT8_STAGES.replace(
-        "  - simplify: {}\n", "  - simplify: {accept: {max_abs_error: 0.0, rtol: 0.0}}\n"))
+    path = _write(
+        project,
+        "stop",
+        TEXT_MODEL
+        + DATA % 40
+        + INT8_STAGES.replace("  - simplify: {}\n", "  - simplify: {accept: {max_abs_error: 0.0, rtol: 0.0}}\n"),
+    )
     code = main(["run", str(path), "--quiet", "--no-bench"])
     metrics = _metrics(project, "stop")
     assert metrics["stages"][1]["check"]["max_abs_error"] > 0  # onnxruntime's LSTM kernel is not torch's
@@ -175,8 +196,14 @@ def test_failed_stage_stops_later_stages(project):
 
 
 def test_continue_on_failure_runs_later_stages_and_still_exits_1(project):
-    path = _write(project, "cont", TEXT_MODEL + DATA % 40 + "continue_on_failure: true\n" + INT8_STAGES.replace(
-        "  - simplify: {}\n", "  - simplify: {accept: {max_abs_error: 0.0, rtol: 0.0}}\n"))
+    path = _write(
+        project,
+        "cont",
+        TEXT_MODEL
+        + DATA % 40
+        + "continue_on_failure: true\n"
+        + INT8_STAGES.replace("  - simplify: {}\n", "  - simplify: {accept: {max_abs_error: 0.0, rtol: 0.0}}\n"),
+    )
     assert main(["run", str(path), "--quiet", "--no-bench"]) == 1
     metrics = _metrics(project, "cont")
     assert [s["verdict"] for s in metrics["stages"]] == ["passed", "FAILED", "passed", "passed"]
@@ -187,8 +214,7 @@ def test_jsonl_evaluation_data(project):
     from workbench import data
 
     data.write_jsonl(data.synthetic(30, seed=9, max_len=30), project / "eval.jsonl")
-    path = _write(project, "jsonl", TEXT_MODEL + "data: {jsonl: eval.jsonl, batch_size: 8}\n"
-                  "stages:\n  - export: {}\n")
+    path = _write(project, "jsonl", TEXT_MODEL + "data: {jsonl: eval.jsonl, batch_size: 8}\nstages:\n  - export: {}\n")
     assert main(["run", str(path), "--quiet", "--no-bench"]) == 0
     metrics = _metrics(project, "jsonl")
     assert metrics["reference"]["samples"] == 30 and metrics["data"]["jsonl"] == "eval.jsonl"
@@ -210,8 +236,9 @@ def test_quantizer_refuses_lstm_whose_weights_are_computed(tmp_path, fresh_weigh
     lstm.input[1] = weight + "_computed"
     onnx.save(proto, tmp_path / "computed.onnx")
     with pytest.raises(StageError, match=r"LSTM .*not initializers.*run the simplify stage first"):
-        quantize_dynamic(Source(onnx=tmp_path / "computed.onnx"), QuantizeParams(op_types=("LSTM",)),
-                         tmp_path / "q.onnx")
+        quantize_dynamic(
+            Source(onnx=tmp_path / "computed.onnx"), QuantizeParams(op_types=("LSTM",)), tmp_path / "q.onnx"
+        )
 
 
 def _hidden(folder: Path, prefix: str = ".") -> set[str]:

@@ -49,40 +49,67 @@ def test_every_registered_stage_is_in_a_shipped_recipe():
     assert used == set(REGISTRY)
 
 
-@pytest.mark.parametrize("text, message", [
-    (GOOD.replace("weight_type: qint8", "weight_type: int4"),
-     r"r.yaml: stages\[2\].quantize_dynamic.weight_type: 'int4' is not allowed: Input should be 'qint8' or 'quint8'"),
-    (GOOD.replace("{opset: 17}", "{opset: seventeen}"), r"stages\[0\].export.opset: 'seventeen' is not allowed"),
-    (GOOD.replace("{opset: 17}", "{opset: 99}"), r"stages\[0\].export.opset: 99 is not allowed: .*less than or equal to 21"),
-    (GOOD.replace("{opset: 17}", "{opset: 17, fast: true}"),
-     r"stages\[0\].export.fast: unknown key; allowed keys: opset, constant_folding"),
-    (GOOD.replace("  - simplify: {}\n", "  - simplfy: {}\n"),
-     r"stages\[1\]: unknown stage 'simplfy'; known stages: export, ort_optimize, quantize_dynamic, simplify"),
-    (GOOD.replace("  weights: model.pt\n", ""), r"model.weights: required key is missing"),
-    (GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  wieghts: x\n"),
-     r"model.wieghts: unknown key; allowed keys: class, weights, kwargs, input, output"),
-    (GOOD + "threads: many\n", r"threads: 'many' is not allowed"),
-    (GOOD + "bogus: 1\n", r"bogus: unknown key; allowed keys: name, root, reports"),
-    (GOOD + "data: {synthetic: {size: 0}}\n", r"data.synthetic.size: 0 is not allowed"),
-    (GOOD + "data: {jsonl: a.jsonl, synthetic: {}}\n", r"data: .* give exactly one of 'synthetic' or 'jsonl'"),
-    (GOOD.replace("op_types: [LSTM, Gemm]", "op_types: [LSTM, Conv]"),
-     r"stages\[2\].quantize_dynamic.op_types\[1\]: 'Conv' is not allowed"),
-    (GOOD.replace("op_types: [LSTM, Gemm]}", "accept: {min_agreement: 1.5}}"),
-     r"stages\[2\].quantize_dynamic.accept.min_agreement: 1.5 is not allowed"),
-    (GOOD.replace("op_types: [LSTM, Gemm]}", "accept: {tolerance: 1}}"),
-     r"stages\[2\].quantize_dynamic.accept.tolerance: unknown key; allowed keys: max_abs_error, rtol, min_agreement"),
-    (GOOD.replace("  - export: {opset: 17}\n", ""), r"stages\[0\]: 'simplify' cannot stand here.*: export"),
-    (GOOD + "  - export: {}\n", r"stages\[3\]: 'export' cannot stand here"),
-    (GOOD.replace("stages:\n", "stages: []\nx:\n"), r"stages: \[\] is not allowed"),
-    (GOOD.replace("  - simplify: {}\n", "  - simplify\n"), r"stages\[1\]: a stage is a mapping of one stage name"),
-    (GOOD.replace("task:TextClassifier", "task.TextClassifier"), r"model.class: 'task.TextClassifier' is not allowed"),
-    (GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  input: {axes: [batch, batch]}\n"),
-     r"model.input: .*axes must name 'sequence' and 'batch' once each"),
-    ("- just\n- a list\n", r"r.yaml: a recipe is a mapping with keys name, root"),
-    ("model: [unclosed\n", r"r.yaml: not valid YAML \(line 2"),
-    (GOOD + "model: {}\n", r"duplicate key 'model'"),
-    ("!!python/object/apply:os.system ['echo owned']\n", r"not valid YAML.*could not determine a constructor"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            GOOD.replace("weight_type: qint8", "weight_type: int4"),
+            r"r.yaml: stages\[2\].quantize_dynamic.weight_type: 'int4' is not allowed: "
+            r"Input should be 'qint8' or 'quint8'",
+        ),
+        (GOOD.replace("{opset: 17}", "{opset: seventeen}"), r"stages\[0\].export.opset: 'seventeen' is not allowed"),
+        (
+            GOOD.replace("{opset: 17}", "{opset: 99}"),
+            r"stages\[0\].export.opset: 99 is not allowed: .*less than or equal to 21",
+        ),
+        (
+            GOOD.replace("{opset: 17}", "{opset: 17, fast: true}"),
+            r"stages\[0\].export.fast: unknown key; allowed keys: opset, constant_folding",
+        ),
+        (
+            GOOD.replace("  - simplify: {}\n", "  - simplfy: {}\n"),
+            r"stages\[1\]: unknown stage 'simplfy'; known stages: export, ort_optimize, quantize_dynamic, simplify",
+        ),
+        (GOOD.replace("  weights: model.pt\n", ""), r"model.weights: required key is missing"),
+        (
+            GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  wieghts: x\n"),
+            r"model.wieghts: unknown key; allowed keys: class, weights, kwargs, input, output",
+        ),
+        (GOOD + "threads: many\n", r"threads: 'many' is not allowed"),
+        (GOOD + "bogus: 1\n", r"bogus: unknown key; allowed keys: name, root, reports"),
+        (GOOD + "data: {synthetic: {size: 0}}\n", r"data.synthetic.size: 0 is not allowed"),
+        (GOOD + "data: {jsonl: a.jsonl, synthetic: {}}\n", r"data: .* give exactly one of 'synthetic' or 'jsonl'"),
+        (
+            GOOD.replace("op_types: [LSTM, Gemm]", "op_types: [LSTM, Conv]"),
+            r"stages\[2\].quantize_dynamic.op_types\[1\]: 'Conv' is not allowed",
+        ),
+        (
+            GOOD.replace("op_types: [LSTM, Gemm]}", "accept: {min_agreement: 1.5}}"),
+            r"stages\[2\].quantize_dynamic.accept.min_agreement: 1.5 is not allowed",
+        ),
+        (
+            GOOD.replace("op_types: [LSTM, Gemm]}", "accept: {tolerance: 1}}"),
+            r"stages\[2\].quantize_dynamic.accept.tolerance: unknown key; "
+            r"allowed keys: max_abs_error, rtol, min_agreement",
+        ),
+        (GOOD.replace("  - export: {opset: 17}\n", ""), r"stages\[0\]: 'simplify' cannot stand here.*: export"),
+        (GOOD + "  - export: {}\n", r"stages\[3\]: 'export' cannot stand here"),
+        (GOOD.replace("stages:\n", "stages: []\nx:\n"), r"stages: \[\] is not allowed"),
+        (GOOD.replace("  - simplify: {}\n", "  - simplify\n"), r"stages\[1\]: a stage is a mapping of one stage name"),
+        (
+            GOOD.replace("task:TextClassifier", "task.TextClassifier"),
+            r"model.class: 'task.TextClassifier' is not allowed",
+        ),
+        (
+            GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  input: {axes: [batch, batch]}\n"),
+            r"model.input: .*axes must name 'sequence' and 'batch' once each",
+        ),
+        ("- just\n- a list\n", r"r.yaml: a recipe is a mapping with keys name, root"),
+        ("model: [unclosed\n", r"r.yaml: not valid YAML \(line 2"),
+        (GOOD + "model: {}\n", r"duplicate key 'model'"),
+        ("!!python/object/apply:os.system ['echo owned']\n", r"not valid YAML.*could not determine a constructor"),
+    ],
+)
 def test_recipe_errors_name_file_key_path_and_choices(tmp_path, text, message):
     with pytest.raises(RecipeError, match=message):
         _load(tmp_path, text)

@@ -45,8 +45,13 @@ def test_grader_scenario_lone_copy_other_cwd(lone_task, fresh_weights, tmp_path)
         "import json, sys; sys.path.insert(0, sys.argv[1]); import task; path = task.convert(); "
         "print(json.dumps({'path': path, 'results': [task.inference(path, ids) for ids in json.loads(sys.argv[2])]}))"
     )
-    done = subprocess.run([sys.executable, "-c", script, str(lone_task), json.dumps(cases)], cwd=elsewhere,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(lone_task), json.dumps(cases)],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["path"] == str(lone_task / "text_classifier.onnx")
@@ -173,8 +178,13 @@ def test_bad_input_is_named(onnx_file, value, error, message):
 
 def test_good_inputs_of_other_integer_kinds(onnx_file, fresh_weights):
     expected = _torch_logits(fresh_weights, [0, 999, 5])
-    for value in ([0, 999, 5], (0, 999, 5), np.array([0, 999, 5]), np.array([0, 999, 5], dtype=np.int32),
-                  [np.int64(0), np.uint16(999), 5]):
+    for value in (
+        [0, 999, 5],
+        (0, 999, 5),
+        np.array([0, 999, 5]),
+        np.array([0, 999, 5], dtype=np.int32),
+        [np.int64(0), np.uint16(999), 5],
+    ):
         assert np.max(np.abs(np.array(task.inference(onnx_file, value)) - expected)) <= 1e-5
 
 
@@ -250,8 +260,9 @@ def test_truncated_or_foreign_weights(tmp_path, content):
 
 
 def test_demo_runs_as_a_script(lone_task, tmp_path):
-    done = subprocess.run([sys.executable, str(lone_task / "task.py")], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(lone_task / "task.py")], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(result) == 1 and len(result[0]) == 2
@@ -260,5 +271,7 @@ def test_demo_runs_as_a_script(lone_task, tmp_path):
 def test_parity_guard_refuses_an_export_of_other_weights(onnx_file):
     torch.manual_seed(5)
     other = task.TextClassifier().eval()
-    with pytest.raises(RuntimeError, match=r"ONNX export differs from PyTorch by .* \(limit 0.0001 \+ 0.0001 x \|torch\|\)"):
+    with pytest.raises(
+        RuntimeError, match=r"ONNX export differs from PyTorch by .* \(limit 0.0001 \+ 0.0001 x \|torch\|\)"
+    ):
         task._check_parity(other, Path(onnx_file).read_bytes())

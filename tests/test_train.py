@@ -26,8 +26,27 @@ def test_tiny_training_run_is_seeded_and_writes_a_state_dict(tmp_path, capsys):
 
 def test_training_learns_the_synthetic_task(tmp_path, capsys):
     """A small model, 120 steps: far above chance, so the data and the loop are wired right."""
-    assert main(["train", "--steps", "120", "--hidden-dim", "32", "--held-out", "200", "--max-len", "32",
-                 "--lr", "0.01", "--quiet", "--out", str(tmp_path / "m.pt")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--steps",
+                "120",
+                "--hidden-dim",
+                "32",
+                "--held-out",
+                "200",
+                "--max-len",
+                "32",
+                "--lr",
+                "0.01",
+                "--quiet",
+                "--out",
+                str(tmp_path / "m.pt"),
+            ]
+        )
+        == 0
+    )
     accuracy = float(capsys.readouterr().out.split("held-out accuracy ")[1].split("%")[0])
     assert accuracy > 80
 
@@ -41,8 +60,9 @@ def test_bad_training_arguments(tmp_path, capsys):
 def test_sizes_count_external_data(tmp_path, fresh_weights):
     src = task.convert(fresh_weights, tmp_path / "inline.onnx")
     proto = onnx.load(src)
-    onnx.save(proto, tmp_path / "external.onnx", save_as_external_data=True, location="external.onnx.data",
-              size_threshold=0)
+    onnx.save(
+        proto, tmp_path / "external.onnx", save_as_external_data=True, location="external.onnx.data", size_threshold=0
+    )
     inline, external = describe(tmp_path / "inline.onnx"), describe(tmp_path / "external.onnx")
     assert external.files == ("external.onnx", "external.onnx.data")
     data_bytes = (tmp_path / "external.onnx.data").stat().st_size

@@ -34,11 +34,15 @@ def describe(path: Path) -> Artifact:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise InputError(f"{path}: not a readable ONNX model: {exc}") from None
-    external = sorted({
-        entry.value
-        for tensor in proto.graph.initializer if uses_external_data(tensor)
-        for entry in tensor.external_data if entry.key == "location"
-    })
+    external = sorted(
+        {
+            entry.value
+            for tensor in proto.graph.initializer
+            if uses_external_data(tensor)
+            for entry in tensor.external_data
+            if entry.key == "location"
+        }
+    )
     files = (path.name, *external)
     size = sum((path.parent / name).stat().st_size for name in files)
     inputs = tuple(

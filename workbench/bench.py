@@ -150,25 +150,44 @@ def measure(contenders: Sequence[Contender], case: Case, ids: np.ndarray, *, bud
 def _stable(runs: list[float]) -> bool:
     if len(runs) < MIN_RUNS:
         return False
-    whole, later = np.median(runs), np.median(runs[len(runs) // 2:])
+    whole, later = np.median(runs), np.median(runs[len(runs) // 2 :])
     return bool(abs(later - whole) <= STABLE_WITHIN * whole)
 
 
 def _timing(name: str, case: Case, runs: list[float], stable: bool) -> Timing:
     ms = np.array(runs) * 1000
     q1, q3 = np.percentile(ms, [25, 75])
-    return Timing(name, case.name, case.batch, case.length, len(ms), float(np.median(ms)),
-                  float(np.percentile(ms, 90)), float(ms.min()), float(ms.max()), float(q3 - q1), stable)
+    return Timing(
+        name,
+        case.name,
+        case.batch,
+        case.length,
+        len(ms),
+        float(np.median(ms)),
+        float(np.percentile(ms, 90)),
+        float(ms.min()),
+        float(ms.max()),
+        float(q3 - q1),
+        stable,
+    )
 
 
-def run_cases(contenders: Sequence[Contender], cases: Sequence[Case], *, vocab_size: int, batch_first: bool,
-              budget_s: float, on_case: Callable[[Case], None] | None = None) -> list[Timing]:
+def run_cases(
+    contenders: Sequence[Contender],
+    cases: Sequence[Case],
+    *,
+    vocab_size: int,
+    batch_first: bool,
+    budget_s: float,
+    on_case: Callable[[Case], None] | None = None,
+) -> list[Timing]:
     timings = []
     for case in cases:
         if on_case:
             on_case(case)
-        timings += measure(contenders, case, inputs(case, vocab_size=vocab_size, batch_first=batch_first),
-                           budget_s=budget_s)
+        timings += measure(
+            contenders, case, inputs(case, vocab_size=vocab_size, batch_first=batch_first), budget_s=budget_s
+        )
     return timings
 
 

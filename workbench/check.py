@@ -20,8 +20,16 @@ REL_EPSILON = 1e-6  # relative error = |candidate - reference| / (|reference| + 
 Advance = Callable[[int], None]
 
 
-def run_onnx(path: Path, samples: Sequence[Sample], *, input_name: str, batch_first: bool, batch_size: int,
-             threads: int, advance: Advance | None = None) -> np.ndarray:
+def run_onnx(
+    path: Path,
+    samples: Sequence[Sample],
+    *,
+    input_name: str,
+    batch_first: bool,
+    batch_size: int,
+    threads: int,
+    advance: Advance | None = None,
+) -> np.ndarray:
     """Logits [N, classes] of the ONNX file on ``samples``, in data set order."""
     from workbench.bench import onnx_session
 
@@ -32,23 +40,33 @@ def run_onnx(path: Path, samples: Sequence[Sample], *, input_name: str, batch_fi
     names = [value.name for value in session.get_inputs()]
     if names != [input_name]:
         raise InputError(f"{path}: the recipe's input is {input_name!r}, the model's inputs are {names}")
-    return _collect(samples, batch_size, batch_first, advance,
-                    lambda ids: session.run(None, {input_name: ids})[0])
+    return _collect(samples, batch_size, batch_first, advance, lambda ids: session.run(None, {input_name: ids})[0])
 
 
-def run_torch(module: Any, samples: Sequence[Sample], *, batch_first: bool, batch_size: int, threads: int,
-              advance: Advance | None = None) -> np.ndarray:
+def run_torch(
+    module: Any,
+    samples: Sequence[Sample],
+    *,
+    batch_first: bool,
+    batch_size: int,
+    threads: int,
+    advance: Advance | None = None,
+) -> np.ndarray:
     """Logits [N, classes] of the eval-mode torch module on ``samples``, in data set order."""
     import torch
 
     torch.set_num_threads(threads)
     with torch.inference_mode():
-        return _collect(samples, batch_size, batch_first, advance,
-                        lambda ids: module(torch.from_numpy(ids)).numpy())
+        return _collect(samples, batch_size, batch_first, advance, lambda ids: module(torch.from_numpy(ids)).numpy())
 
 
-def _collect(samples: Sequence[Sample], batch_size: int, batch_first: bool, advance: Advance | None,
-             forward: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def _collect(
+    samples: Sequence[Sample],
+    batch_size: int,
+    batch_first: bool,
+    advance: Advance | None,
+    forward: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     for batch in batches(samples, max_batch=batch_size):
         ids = np.ascontiguousarray(batch.ids.T) if batch_first else batch.ids
@@ -111,8 +129,13 @@ class StageCheck:
         return self.passed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, **asdict(self.comparison), "accuracy_drop": self.comparison.accuracy_drop,
-                "accept": self.accept.model_dump(), "failures": list(self.failures)}
+        return {
+            "passed": self.passed,
+            **asdict(self.comparison),
+            "accuracy_drop": self.comparison.accuracy_drop,
+            "accept": self.accept.model_dump(),
+            "failures": list(self.failures),
+        }
 
 
 def judge(comparison: Comparison, accept: Accept) -> StageCheck:

@@ -1,4 +1,7 @@
-"""Command line: ``python -m workbench {train,run} ...``. User errors print one line and exit 2 (1 for failed checks)."""
+"""Command line: ``python -m workbench {run,bench,compare,train} ...``.
+
+User errors print one line and exit 2 (1 for failed checks); anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a recipe: export, optimize, quantize, validate, report")
     run.add_argument("recipe", type=Path, help="the recipe YAML file (e.g. recipes/int8.yaml)")
     run.add_argument("--force", action="store_true", help="redo every stage and check, ignoring the cache")
-    run.add_argument("--threads", type=int, default=None, help="threads for torch and onnxruntime (default: recipe, else all cores)")
+    run.add_argument(
+        "--threads", type=int, default=None, help="threads for torch and onnxruntime (default: recipe, else all cores)"
+    )
     run.add_argument("--no-bench", action="store_true", help="skip the benchmarks (they are never cached)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.set_defaults(handler=_run)
@@ -27,8 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--recipe", type=Path, help="take the model, input layout and bench settings from this recipe")
     bench.add_argument("--threads", type=int, default=None, help="threads for every contender (default: all cores)")
     bench.add_argument("--budget", type=float, default=None, help="seconds per case (default: recipe's, else 1)")
-    bench.add_argument("--vocab-size", type=int, default=None, help="ids are drawn from [0, N) (default: the "
-                       "file's vocab_size metadata, else 1000)")
+    bench.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="ids are drawn from [0, N) (default: the file's vocab_size metadata, else 1000)",
+    )
     bench.set_defaults(handler=_bench)
 
     compare = commands.add_parser("compare", help="one table across report folders of several runs")
@@ -36,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=_compare)
 
     train = commands.add_parser("train", help="train a model on the synthetic set and write its state_dict")
-    train.add_argument("--out", type=Path, default=Path("model.pt"), help="where to write the weights (default: model.pt)")
+    train.add_argument(
+        "--out", type=Path, default=Path("model.pt"), help="where to write the weights (default: model.pt)"
+    )
     train.add_argument("--model", default="task:TextClassifier", help="the nn.Module as module:Class")
     train.add_argument("--steps", type=int, default=1500, help="optimizer steps (default: 1500)")
     train.add_argument("--batch-size", type=int, default=64)
@@ -56,11 +67,21 @@ def _train(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.batch_size < 1 or args.max_len < 8 or args.held_out < 1:
         raise WorkbenchError("--steps, --batch-size and --held-out must be >= 1, --max-len >= 8")
     kwargs = {} if args.hidden_dim is None else {"hidden_dim": args.hidden_dim}
-    config = TrainConfig(model_class=args.model, model_kwargs=kwargs, steps=args.steps, batch_size=args.batch_size,
-                         learning_rate=args.lr, seed=args.seed, max_len=args.max_len, held_out=args.held_out)
+    config = TrainConfig(
+        model_class=args.model,
+        model_kwargs=kwargs,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        max_len=args.max_len,
+        held_out=args.held_out,
+    )
     result = train(config, args.out, search_path=Path.cwd(), progress=not args.quiet)
-    print(f"wrote {result.path}: held-out accuracy {result.held_out_accuracy:.2%} on {config.held_out} samples "
-          f"(seed {config.seed}, {result.steps} steps, final loss {result.final_loss:.4f})")
+    print(
+        f"wrote {result.path}: held-out accuracy {result.held_out_accuracy:.2%} on {config.held_out} samples "
+        f"(seed {config.seed}, {result.steps} steps, final loss {result.final_loss:.4f})"
+    )
     return 0
 
 
@@ -95,11 +116,19 @@ def _bench(args: argparse.Namespace) -> int:
     module = pipeline.torch_source(parsed)[0].module if parsed else None
     layout = parsed.model.input if parsed else None
     vocab = args.vocab_size or (layout.vocab_size if layout else _vocab_from_metadata(args.files[0]))
-    figures = perf.bench_files(args.files, spec, threads=threads, vocab_size=vocab,
-                               batch_first=bool(layout and layout.axes[0] == "batch"), module=module,
-                               input_name=layout.name if layout else None)
+    figures = perf.bench_files(
+        args.files,
+        spec,
+        threads=threads,
+        vocab_size=vocab,
+        batch_first=bool(layout and layout.axes[0] == "batch"),
+        module=module,
+        input_name=layout.name if layout else None,
+    )
     header, rows = speed.rows(figures)
-    Console().print(speed.terminal_table(header, rows, f"{threads} threads; x: {figures['baseline']}'s median over each"))
+    Console().print(
+        speed.terminal_table(header, rows, f"{threads} threads; x: {figures['baseline']}'s median over each")
+    )
     return 0
 
 

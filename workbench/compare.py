@@ -8,6 +8,7 @@ from typing import Any
 
 from workbench.errors import InputError
 
+
 def load(folder: Path) -> dict[str, Any]:
     path = folder / "metrics.json" if folder.is_dir() else folder
     try:
@@ -25,31 +26,54 @@ def _figures(run: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     latency = {t["contender"]: t["median_ms"] for t in bench.get("timings", []) if t["case"] == case}
     speedup = {name: cases.get(case) for name, cases in bench.get("speedup_vs_pytorch_fp32", {}).items()}
     ref = run["reference"]
-    out = {"pytorch fp32": {"bytes": ref["bytes"], "share": None, "accuracy": ref["accuracy"], "agreement": 1.0,
-                            "latency_ms": latency.get("pytorch fp32"), "speedup": speedup.get("pytorch fp32")}}
+    out = {
+        "pytorch fp32": {
+            "bytes": ref["bytes"],
+            "share": None,
+            "accuracy": ref["accuracy"],
+            "agreement": 1.0,
+            "latency_ms": latency.get("pytorch fp32"),
+            "speedup": speedup.get("pytorch fp32"),
+        }
+    }
     for s in run["stages"]:
         art, chk = s["artifact"] or {}, s["check"] or {}
-        out[s["stage"]] = {"bytes": art.get("bytes"), "share": art.get("share_of_fp32"),
-                           "accuracy": chk.get("accuracy"), "agreement": chk.get("agreement"),
-                           "latency_ms": latency.get(s["stage"]), "speedup": speedup.get(s["stage"])}
+        out[s["stage"]] = {
+            "bytes": art.get("bytes"),
+            "share": art.get("share_of_fp32"),
+            "accuracy": chk.get("accuracy"),
+            "agreement": chk.get("agreement"),
+            "latency_ms": latency.get(s["stage"]),
+            "speedup": speedup.get(s["stage"]),
+        }
     return out
 
 
-FIGURES = (("bytes", "{:,.0f}"), ("share", "{:.1%}"), ("accuracy", "{:.2%}"), ("agreement", "{:.2%}"),
-           ("latency_ms", "{:.2f} ms"), ("speedup", "{:.2f}x"))
+FIGURES = (
+    ("bytes", "{:,.0f}"),
+    ("share", "{:.1%}"),
+    ("accuracy", "{:.2%}"),
+    ("agreement", "{:.2%}"),
+    ("latency_ms", "{:.2f} ms"),
+    ("speedup", "{:.2f}x"),
+)
 
 
 def table(folders: list[Path]) -> tuple[list[str], list[list[str]]]:
     """Rows: (stage, figure); columns: each run, then the change from the first run to the last."""
     runs = [load(folder) for folder in folders]
-    names = [f"{run['recipe']} ({folder.name})" if run["recipe"] != folder.name else run["recipe"]
-             for run, folder in zip(runs, folders)]
+    names = [
+        f"{run['recipe']} ({folder.name})" if run["recipe"] != folder.name else run["recipe"]
+        for run, folder in zip(runs, folders)
+    ]
     figures = [_figures(run) for run in runs]
     stages = list(dict.fromkeys(stage for f in figures for stage in f))
     header = ["stage", "figure", *names, f"change {names[0]} -> {names[-1]}"]
     cases = {(run.get("bench") or {}).get("headline_case") for run in runs} - {None}
     if len(cases) > 1:
-        raise InputError(f"the runs timed different headline cases ({', '.join(sorted(cases))}); latencies would not compare")
+        raise InputError(
+            f"the runs timed different headline cases ({', '.join(sorted(cases))}); latencies would not compare"
+        )
     rows = []
     for stage in stages:
         for key, fmt in FIGURES:

@@ -29,7 +29,9 @@ class Sample:
     label: int
 
 
-def sentiment_batch(rng: np.random.Generator, batch: int, length: int, vocab_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def sentiment_batch(
+    rng: np.random.Generator, batch: int, length: int, vocab_size: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """``batch`` samples of one ``length``: ids of shape [length, batch] (sequence first) and labels [batch]."""
     if vocab_size <= NOISE_START:
         raise InputError(f"the synthetic set needs vocab_size > {NOISE_START}, got {vocab_size}")

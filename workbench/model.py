@@ -49,7 +49,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
     if not zipfile.is_zipfile(path):
-        raise InputError(f"{path}: not a readable torch.save file (expected a zip archive; truncated or another format?)")
+        raise InputError(
+            f"{path}: not a readable torch.save file (expected a zip archive; truncated or another format?)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

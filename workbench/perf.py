@@ -22,8 +22,16 @@ def cases(spec: BenchSpec) -> list[bench.Case]:
     return latency + [bench.Case(f"b{t.batch}_l{t.length}", t.batch, t.length)]
 
 
-def run(module: Any, artifacts: Sequence[tuple[str, Path, str]], spec: BenchSpec, *, threads: int,
-        vocab_size: int, batch_first: bool, on_case: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    module: Any,
+    artifacts: Sequence[tuple[str, Path, str]],
+    spec: BenchSpec,
+    *,
+    threads: int,
+    vocab_size: int,
+    batch_first: bool,
+    on_case: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """``artifacts``: (stage, path, precision). Returns plain data for metrics.json and the report."""
     note = on_case or (lambda text: None)
     headline = bench.Case(f"b1_l{max(spec.latency_lengths)}", 1, max(spec.latency_lengths))
@@ -36,10 +44,17 @@ def run(module: Any, artifacts: Sequence[tuple[str, Path, str]], spec: BenchSpec
     # the length chart: the first fp32 artifact and the last int8 one, under names that say which they are
     fp32 = next((i for i, a in enumerate(artifacts) if a[2] == "fp32"), None)
     int8 = next((i for i in reversed(range(len(artifacts))) if artifacts[i][2] == "int8"), None)
-    chart_set = torch_refs + [bench.Contender(f"onnx {artifacts[i][2]} ({artifacts[i][0]})", "onnx", onnx[i].call)
-                              for i in (fp32, int8) if i is not None]
-    by_length = bench.run_cases(chart_set, [bench.Case(f"b1_l{n}", 1, n) for n in spec.chart_lengths],
-                                on_case=lambda c: note(f"chart {c.name}"), **common)
+    chart_set = torch_refs + [
+        bench.Contender(f"onnx {artifacts[i][2]} ({artifacts[i][0]})", "onnx", onnx[i].call)
+        for i in (fp32, int8)
+        if i is not None
+    ]
+    by_length = bench.run_cases(
+        chart_set,
+        [bench.Case(f"b1_l{n}", 1, n) for n in spec.chart_lengths],
+        on_case=lambda c: note(f"chart {c.name}"),
+        **common,
+    )
     result: dict[str, Any] = {
         "threads": threads,
         "budget_seconds": spec.budget_seconds,
@@ -55,13 +70,26 @@ def run(module: Any, artifacts: Sequence[tuple[str, Path, str]], spec: BenchSpec
     final = artifacts[-1] if artifacts else None
     if final is not None and spec.tune:
         note("tuning session options")
-        result["tuning"] = {"stage": final[0], **tune.tune(final[1], headline, threads=threads, vocab_size=vocab_size,
-                                                           batch_first=batch_first, budget_s=spec.budget_seconds).to_dict()}
+        result["tuning"] = {
+            "stage": final[0],
+            **tune.tune(
+                final[1],
+                headline,
+                threads=threads,
+                vocab_size=vocab_size,
+                batch_first=batch_first,
+                budget_s=spec.budget_seconds,
+            ).to_dict(),
+        }
     if final is not None:
         note("profiling")
         ids = bench.inputs(headline, vocab_size=vocab_size, batch_first=batch_first)
-        result["profile"] = {"stage": final[0], "case": headline.name, "op_share": profile(final[1], ids, threads),
-                             "lstm_macs_per_token": lstm_macs_per_token(artifacts[0][1])}
+        result["profile"] = {
+            "stage": final[0],
+            "case": headline.name,
+            "op_share": profile(final[1], ids, threads),
+            "lstm_macs_per_token": lstm_macs_per_token(artifacts[0][1]),
+        }
     return result
 
 
@@ -75,8 +103,9 @@ def _nested(flat: dict[tuple[str, str], float]) -> dict[str, dict[str, float]]:
 def profile(path: Path, ids: Any, threads: int, runs: int = 20) -> dict[str, float]:
     """Share of node time per op type, from onnxruntime's own profiler (what the time goes to)."""
     with tempfile.TemporaryDirectory() as folder:
-        session = bench.onnx_session(path, threads, {"enable_profiling": True,
-                                                     "profile_file_prefix": str(Path(folder) / "profile")})
+        session = bench.onnx_session(
+            path, threads, {"enable_profiling": True, "profile_file_prefix": str(Path(folder) / "profile")}
+        )
         name = session.get_inputs()[0].name
         for _ in range(runs):
             session.run(None, {name: ids})
@@ -89,8 +118,16 @@ def profile(path: Path, ids: Any, threads: int, runs: int = 20) -> dict[str, flo
     return {op: us / whole for op, us in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-def bench_files(paths: Sequence[Path], spec: BenchSpec, *, threads: int, vocab_size: int, batch_first: bool,
-                module: Any = None, input_name: str | None = None) -> dict[str, Any]:
+def bench_files(
+    paths: Sequence[Path],
+    spec: BenchSpec,
+    *,
+    threads: int,
+    vocab_size: int,
+    batch_first: bool,
+    module: Any = None,
+    input_name: str | None = None,
+) -> dict[str, Any]:
     """``workbench bench``: the given ONNX files (and the torch references when a module is given).
 
     With ``input_name`` (from a recipe), each file must have exactly that one int64 input.
@@ -110,12 +147,18 @@ def bench_files(paths: Sequence[Path], spec: BenchSpec, *, threads: int, vocab_s
             wanted = f"one int64 input named {input_name!r}" if input_name else "one input of token ids"
             raise InputError(f"{path}: inputs {found} do not match the recipe: expected {wanted}")
         contenders.append(bench.Contender(name, "onnx", lambda ids, s=session, n=found[0][0]: s.run(None, {n: ids})))
-    timings = bench.run_cases(contenders, cases(spec), vocab_size=vocab_size, batch_first=batch_first,
-                              budget_s=spec.budget_seconds)
+    timings = bench.run_cases(
+        contenders, cases(spec), vocab_size=vocab_size, batch_first=batch_first, budget_s=spec.budget_seconds
+    )
     baseline = contenders[0].name
-    return {"threads": threads, "budget_seconds": spec.budget_seconds, "baseline": baseline,
-            "cases": [c.__dict__ for c in cases(spec)], "timings": [t.to_dict() for t in timings],
-            "speedup_vs_pytorch_fp32": _nested(bench.speedups(timings, baseline))}
+    return {
+        "threads": threads,
+        "budget_seconds": spec.budget_seconds,
+        "baseline": baseline,
+        "cases": [c.__dict__ for c in cases(spec)],
+        "timings": [t.to_dict() for t in timings],
+        "speedup_vs_pytorch_fp32": _nested(bench.speedups(timings, baseline)),
+    }
 
 
 def lstm_macs_per_token(path: Path) -> int | None:

@@ -93,9 +93,15 @@ def tool_versions() -> dict[str, str]:
     import onnxsim
     import torch
 
-    return {"workbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "onnxsim": onnxsim.__version__,
-            "numpy": np.__version__}
+    return {
+        "workbench": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxsim": onnxsim.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def environment(threads: int) -> dict[str, str]:
@@ -107,8 +113,13 @@ def environment(threads: int) -> dict[str, str]:
                 break
     except OSError:
         pass
-    return {**tool_versions(), "cpu": cpu, "cores": str(os.cpu_count()), "threads": str(threads),
-            "platform": platform.platform()}
+    return {
+        **tool_versions(),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "threads": str(threads),
+        "platform": platform.platform(),
+    }
 
 
 def evaluation_set(recipe: Recipe) -> list[data.Sample]:
@@ -117,8 +128,9 @@ def evaluation_set(recipe: Recipe) -> list[data.Sample]:
     if spec.jsonl is not None:
         return data.load_jsonl(recipe.resolve(spec.jsonl), vocab_size=vocab)
     syn = spec.synthetic
-    return data.synthetic(syn.size, seed=syn.seed, split="held_out", min_len=syn.min_len, max_len=syn.max_len,
-                          vocab_size=vocab)
+    return data.synthetic(
+        syn.size, seed=syn.seed, split="held_out", min_len=syn.min_len, max_len=syn.max_len, vocab_size=vocab
+    )
 
 
 def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
@@ -140,8 +152,13 @@ def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
     shape[inp.axes.index("sequence")] = inp.example_length
     example = torch.zeros(shape, dtype=torch.long)
     axes = {inp.name: {i: name for i, name in enumerate(inp.axes)}, spec.output: {0: "batch"}}
-    metadata = {"model_class": spec.class_, "weights_sha256": weights_sha, "torch_version": torch.__version__,
-                "vocab_size": str(inp.vocab_size), "producer": f"workbench {__version__}"}
+    metadata = {
+        "model_class": spec.class_,
+        "weights_sha256": weights_sha,
+        "torch_version": torch.__version__,
+        "vocab_size": str(inp.vocab_size),
+        "producer": f"workbench {__version__}",
+    }
     source = TorchSource(module, inp.name, spec.output, example, axes, metadata)
     return source, key(spec.class_, code_sha, weights_sha, spec.kwargs, inp.model_dump())
 
@@ -163,8 +180,15 @@ class _Evaluation:
     key: str
 
 
-def run(recipe: Recipe, source: TorchSource, model_key: str, *, threads: int, force: bool = False,
-        progress: Progress | None = None) -> RunResult:
+def run(
+    recipe: Recipe,
+    source: TorchSource,
+    model_key: str,
+    *,
+    threads: int,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> RunResult:
     """Every stage in order, each validated; stops at the first failure unless the recipe says otherwise."""
     progress = progress or Progress()
     started = time.perf_counter()
@@ -172,21 +196,41 @@ def run(recipe: Recipe, source: TorchSource, model_key: str, *, threads: int, fo
     versions = tool_versions()
     samples = evaluation_set(recipe)
     spec = recipe.model.input
-    evaluation = _Evaluation(samples, np.array([s.label for s in samples]), spec.name, spec.axes[0] == "batch",
-                             recipe.settings.data.batch_size, threads,
-                             key(recipe.settings.data.model_dump(), _data_file_sha(recipe)))
+    evaluation = _Evaluation(
+        samples,
+        np.array([s.label for s in samples]),
+        spec.name,
+        spec.axes[0] == "batch",
+        recipe.settings.data.batch_size,
+        threads,
+        key(recipe.settings.data.model_dump(), _data_file_sha(recipe)),
+    )
 
     progress.stage("reference")
     t0 = time.perf_counter()
     reference_logits, reference_cached = _logits(
-        cache, key("reference", model_key, evaluation.key, versions["torch"]), force,
-        lambda: check.run_torch(source.module, samples, batch_first=evaluation.batch_first,
-                                batch_size=evaluation.batch_size, threads=threads,
-                                advance=progress.validating("reference", len(samples))))
+        cache,
+        key("reference", model_key, evaluation.key, versions["torch"]),
+        force,
+        lambda: check.run_torch(
+            source.module,
+            samples,
+            batch_first=evaluation.batch_first,
+            batch_size=evaluation.batch_size,
+            threads=threads,
+            advance=progress.validating("reference", len(samples)),
+        ),
+    )
     weights = recipe.resolve(recipe.model.weights)
-    reference = Reference(weights, source.metadata["weights_sha256"], weights.stat().st_size,
-                          float(np.mean(reference_logits.argmax(1) == evaluation.labels)), len(samples),
-                          time.perf_counter() - t0, reference_cached)
+    reference = Reference(
+        weights,
+        source.metadata["weights_sha256"],
+        weights.stat().st_size,
+        float(np.mean(reference_logits.argmax(1) == evaluation.labels)),
+        len(samples),
+        time.perf_counter() - t0,
+        reference_cached,
+    )
     progress.done("reference", f"accuracy {reference.accuracy:.2%}")
 
     records: list[StageRecord] = []
@@ -195,18 +239,27 @@ def run(recipe: Recipe, source: TorchSource, model_key: str, *, threads: int, fo
     for index, config in enumerate(recipe.stages):
         progress.stage(config.name)
         stage_source = Source(torch=source if parent_path is None else None, onnx=parent_path)
-        record, parent_key, parent_path = _run_stage(config, stage_source, parent_key, parent_sha, cache, versions,
-                                                     force)
+        record, parent_key, parent_path = _run_stage(
+            config, stage_source, parent_key, parent_sha, cache, versions, force
+        )
         if record.artifact is not None:
             record = _validate(record, config, evaluation, reference_logits, cache, force, progress)
             parent_sha = record.artifact.sha256
         records.append(record)
         progress.done(config.name, "passed" if record.passed else "FAILED")
         if not record.passed and (record.artifact is None or not recipe.settings.continue_on_failure):
-            skipped = tuple(c.name for c in recipe.stages[index + 1:])
+            skipped = tuple(c.name for c in recipe.stages[index + 1 :])
             break
-    return RunResult(recipe, reference, tuple(records), environment(threads), threads,
-                     datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter() - started, skipped)
+    return RunResult(
+        recipe,
+        reference,
+        tuple(records),
+        environment(threads),
+        threads,
+        datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        time.perf_counter() - started,
+        skipped,
+    )
 
 
 def _logits(cache: Cache, entry_key: str, force: bool, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
@@ -220,8 +273,15 @@ def _logits(cache: Cache, entry_key: str, force: bool, compute: Callable[[], np.
     return logits, False
 
 
-def _run_stage(config: StageConfig, source: Source, parent_key: str, parent_sha: str, cache: Cache,
-               versions: dict[str, str], force: bool) -> tuple[StageRecord, str, Path | None]:
+def _run_stage(
+    config: StageConfig,
+    source: Source,
+    parent_key: str,
+    parent_sha: str,
+    cache: Cache,
+    versions: dict[str, str],
+    force: bool,
+) -> tuple[StageRecord, str, Path | None]:
     spec = REGISTRY[config.name]
     params = config.params.model_dump(mode="json")
     stage_key = key("stage", config.name, params, parent_key, versions)
@@ -234,8 +294,9 @@ def _run_stage(config: StageConfig, source: Source, parent_key: str, parent_sha:
                 facts.update(spec.run(source, config.params, scratch / f"{config.name}.onnx"))
                 facts["seconds"] = time.perf_counter() - t0
         except StageError as exc:
-            record = StageRecord(config.name, params, parent_sha, None, {}, time.perf_counter() - t0, False, None,
-                                 str(exc))
+            record = StageRecord(
+                config.name, params, parent_sha, None, {}, time.perf_counter() - t0, False, None, str(exc)
+            )
             return record, stage_key, None
         hit = cache.get(stage_key)
         assert hit is not None, "a cache entry just written failed its hash check"
@@ -247,15 +308,30 @@ def _run_stage(config: StageConfig, source: Source, parent_key: str, parent_sha:
     return record, key(stage_key, artifact.sha256), artifact.path
 
 
-def _validate(record: StageRecord, config: StageConfig, evaluation: _Evaluation, reference_logits: np.ndarray,
-              cache: Cache, force: bool, progress: Progress) -> StageRecord:
+def _validate(
+    record: StageRecord,
+    config: StageConfig,
+    evaluation: _Evaluation,
+    reference_logits: np.ndarray,
+    cache: Cache,
+    force: bool,
+    progress: Progress,
+) -> StageRecord:
     assert record.artifact is not None
     logits, _ = _logits(
-        cache, key("check", record.artifact.sha256, evaluation.key), force,
-        lambda: check.run_onnx(record.artifact.path, evaluation.samples, input_name=evaluation.input_name,
-                               batch_first=evaluation.batch_first, batch_size=evaluation.batch_size,
-                               threads=evaluation.threads,
-                               advance=progress.validating(config.name, len(evaluation.samples))))
+        cache,
+        key("check", record.artifact.sha256, evaluation.key),
+        force,
+        lambda: check.run_onnx(
+            record.artifact.path,
+            evaluation.samples,
+            input_name=evaluation.input_name,
+            batch_first=evaluation.batch_first,
+            batch_size=evaluation.batch_size,
+            threads=evaluation.threads,
+            advance=progress.validating(config.name, len(evaluation.samples)),
+        ),
+    )
     comparison = check.compare(logits, reference_logits, evaluation.labels, rtol=config.accept.rtol or 0.0)
     return replace(record, check=check.judge(comparison, config.accept))
 

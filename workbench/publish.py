@@ -72,7 +72,9 @@ def publish(report_dir: Path, fill: Callable[[Path], None]) -> None:
         shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG):
-            raise InputError(f"{parent}: cannot write the report ({exc.strerror}); the previous report is unchanged") from None
+            raise InputError(
+                f"{parent}: cannot write the report ({exc.strerror}); the previous report is unchanged"
+            ) from None
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -31,7 +31,8 @@ class InputSpec(Strict):
     name: str = "text"
     dtype: Literal["int64"] = "int64"
     axes: tuple[Literal["sequence", "batch"], Literal["sequence", "batch"]] = Field(
-        ("sequence", "batch"), strict=False  # strict=False: YAML gives a list
+        ("sequence", "batch"),
+        strict=False,  # strict=False: YAML gives a list
     )
     example_length: int = Field(16, ge=1, le=4096)
     vocab_size: int = Field(1000, ge=1)
@@ -165,7 +166,9 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    re.compile(
+        r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
     list("-+0123456789."),
 )
 
@@ -222,8 +225,13 @@ def _safe_document(text: str, path: Path) -> Any:
             if depth > MAX_DEPTH:
                 raise RecipeError(f"{path}: YAML nested deeper than {MAX_DEPTH} levels")
             if id(node) not in sizes:
-                children = node.value if isinstance(node, yaml.SequenceNode) else \
-                    [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else []
+                children = (
+                    node.value
+                    if isinstance(node, yaml.SequenceNode)
+                    else [part for pair in node.value for part in pair]
+                    if isinstance(node, yaml.MappingNode)
+                    else []
+                )
                 sizes[id(node)] = 1 + sum(expanded(child, depth + 1) for child in children)
                 if sizes[id(node)] > MAX_NODES:
                     raise RecipeError(f"{path}: YAML expands to more than {MAX_NODES:,} values (an alias bomb?)")
@@ -239,8 +247,10 @@ def _stage(path: Path, index: int, entry: Any) -> StageConfig:
     where = f"stages[{index}]"
     known = ", ".join(REGISTRY)
     if not isinstance(entry, dict) or len(entry) != 1:
-        raise RecipeError(f"{path}: {where}: a stage is a mapping of one stage name to its parameters; known stages: {known}")
-    (name, body), = entry.items()
+        raise RecipeError(
+            f"{path}: {where}: a stage is a mapping of one stage name to its parameters; known stages: {known}"
+        )
+    ((name, body),) = entry.items()
     if name not in REGISTRY:
         raise RecipeError(f"{path}: {where}: unknown stage {name!r}; known stages: {known}")
     spec = REGISTRY[name]

@@ -14,8 +14,15 @@ from workbench.recipe import Recipe
 from workbench.stages import REGISTRY
 
 # report column -> its shorter terminal heading (the whole table fits 80 columns)
-TERMINAL_COLUMNS = {"stage": "stage", "bytes": "bytes", "of fp32": "of fp32", "max abs err": "max err",
-                    "agreement": "agree", "accuracy": "acc", "verdict": "verdict"}
+TERMINAL_COLUMNS = {
+    "stage": "stage",
+    "bytes": "bytes",
+    "of fp32": "of fp32",
+    "max abs err": "max err",
+    "agreement": "agree",
+    "accuracy": "acc",
+    "verdict": "verdict",
+}
 
 
 class RichProgress(pipeline.Progress):
@@ -41,12 +48,18 @@ def run_recipe(recipe: Recipe, *, force: bool, threads: int | None, quiet: bool,
     console = Console(stderr=True, quiet=quiet)
     threads = pipeline.threads_for(recipe, threads)
     with publish.locked(recipe.report_dir):
-        columns = (SpinnerColumn(), TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description:<36}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=console) as progress:
             source, model_key = pipeline.torch_source(recipe)
-            result = pipeline.run(recipe, source, model_key, threads=threads, force=force,
-                                  progress=RichProgress(progress))
+            result = pipeline.run(
+                recipe, source, model_key, threads=threads, force=force, progress=RichProgress(progress)
+            )
             if bench and recipe.settings.bench.enabled:
                 result = replace(result, bench=_benchmark(recipe, result, source.module, threads, progress))
         written: dict = {}
@@ -58,9 +71,15 @@ def run_recipe(recipe: Recipe, *, force: bool, threads: int | None, quiet: bool,
 def _benchmark(recipe: Recipe, result: pipeline.RunResult, module, threads: int, progress: Progress) -> dict:
     task = progress.add_task("benchmarks", total=None)
     artifacts = [(r.stage, r.artifact.path, REGISTRY[r.stage].precision) for r in result.records if r.artifact]
-    figures = perf.run(module, artifacts, recipe.settings.bench, threads=threads,
-                       vocab_size=recipe.model.input.vocab_size, batch_first=recipe.model.input.axes[0] == "batch",
-                       on_case=lambda text: progress.update(task, description=f"benchmarks: {text}"))
+    figures = perf.run(
+        module,
+        artifacts,
+        recipe.settings.bench,
+        threads=threads,
+        vocab_size=recipe.model.input.vocab_size,
+        batch_first=recipe.model.input.axes[0] == "batch",
+        on_case=lambda text: progress.update(task, description=f"benchmarks: {text}"),
+    )
     progress.update(task, total=1, completed=1, description="benchmarks: done")
     return figures
 
@@ -80,7 +99,9 @@ def _summary(recipe: Recipe, data: dict, quiet: bool) -> None:
     header, rows = report.summary_rows(data)
     keep = [header.index(c) for c in TERMINAL_COLUMNS]
     short = [[row[i].replace(" (cached)", "").replace("reference", "-") for i in keep] for row in rows]
-    table = speed.terminal_table([TERMINAL_COLUMNS[header[i]] for i in keep], short, f"{recipe.name}: {data['verdict']}")
+    table = speed.terminal_table(
+        [TERMINAL_COLUMNS[header[i]] for i in keep], short, f"{recipe.name}: {data['verdict']}"
+    )
     Console(quiet=quiet).print(table)
     cached = [s["stage"] for s in data["stages"] if s["cached"]]
     if cached:

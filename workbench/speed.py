@@ -34,11 +34,16 @@ def section(data: dict[str, Any]) -> list[str]:
     header, table = rows(bench)
     runs = sorted({t["runs"] for t in bench["timings"]})
     unstable = sorted({f"{t['contender']} {t['case']}" for t in bench["timings"] if not t["stable"]})
-    parts = ["## Speed", "",
-             f"Every contender ran with {bench['threads']} threads on the same seeded inputs, timed in alternating "
-             f"blocks in this run ({runs[0]}-{runs[-1]} timed runs each after 2 warm-up runs, up to "
-             f"{bench['budget_seconds']:g} s per case). `x` is PyTorch fp32's median over the contender's.", "",
-             _table(header, table), ""]
+    parts = [
+        "## Speed",
+        "",
+        f"Every contender ran with {bench['threads']} threads on the same seeded inputs, timed in alternating "
+        f"blocks in this run ({runs[0]}-{runs[-1]} timed runs each after 2 warm-up runs, up to "
+        f"{bench['budget_seconds']:g} s per case). `x` is PyTorch fp32's median over the contender's.",
+        "",
+        _table(header, table),
+        "",
+    ]
     if unstable:
         parts += [f"Medians not yet stable within 2% when the budget ran out: {', '.join(unstable)}.", ""]
     for title, name in (data.get("charts") or {}).items():
@@ -54,14 +59,26 @@ def _tuning(tuning: dict[str, Any] | None) -> list[str]:
     for trial in tuning["trials"]:
         o = trial["options"]
         chosen = "chosen" if trial == tuning["best"] else ""
-        rows.append([str(o["intra_op_num_threads"]), o["graph_optimization_level"], o["execution_mode"],
-                     f"{trial['median_ms']:.3f}", "yes" if trial["identical"] else "no", chosen])
-    return [f"### Session tuning ({tuning['stage']}, {tuning['case']})", "",
-            f"Fastest configuration with outputs identical to the default: {tuning['gain']:.2f}x the default's "
-            f"speed; saved beside the artifact as `{tuning['stage']}.onnx.session.json` "
-            "(load it with `workbench.tune.tuned_session(path)`).", "",
-            _table(["intra-op threads", "graph optimization", "execution mode", "median ms", "identical", ""], rows),
-            ""]
+        rows.append(
+            [
+                str(o["intra_op_num_threads"]),
+                o["graph_optimization_level"],
+                o["execution_mode"],
+                f"{trial['median_ms']:.3f}",
+                "yes" if trial["identical"] else "no",
+                chosen,
+            ]
+        )
+    return [
+        f"### Session tuning ({tuning['stage']}, {tuning['case']})",
+        "",
+        f"Fastest configuration with outputs identical to the default: {tuning['gain']:.2f}x the default's "
+        f"speed; saved beside the artifact as `{tuning['stage']}.onnx.session.json` "
+        "(load it with `workbench.tune.tuned_session(path)`).",
+        "",
+        _table(["intra-op threads", "graph optimization", "execution mode", "median ms", "identical", ""], rows),
+        "",
+    ]
 
 
 def _profile(bench: dict[str, Any]) -> list[str]:
@@ -73,20 +90,31 @@ def _profile(bench: dict[str, Any]) -> list[str]:
     length = int(case.split("_l")[1])
     final = profile["stage"]
     shares = ", ".join(f"{op} {share:.1%}" for op, share in list(profile["op_share"].items())[:4])
-    lines = [f"### Where the time goes ({final}, {case})", "",
-             f"- onnxruntime's profiler: {shares} of node time.",
-             f"- per token: {final} {1000 * medians[final] / length:.1f} us, PyTorch fp32 "
-             f"{1000 * medians['pytorch fp32'] / length:.1f} us, PyTorch int8 {1000 * medians['pytorch int8'] / length:.1f} us "
-             "(a recurrent model's steps run one after another, so batch 1 cannot use both cores fully)."]
+    lines = [
+        f"### Where the time goes ({final}, {case})",
+        "",
+        f"- onnxruntime's profiler: {shares} of node time.",
+        f"- per token: {final} {1000 * medians[final] / length:.1f} us, PyTorch fp32 "
+        f"{1000 * medians['pytorch fp32'] / length:.1f} us, "
+        f"PyTorch int8 {1000 * medians['pytorch int8'] / length:.1f} us "
+        "(a recurrent model's steps run one after another, so batch 1 cannot use both cores fully).",
+    ]
     macs = profile.get("lstm_macs_per_token")
     if macs:
         rates = []
         for case in bench["cases"]:
             timed = {t["contender"]: t for t in bench["timings"] if t["case"] == case["name"]}
             work = macs * case["batch"] * case["length"]
-            rates.append(f"{case['name']}: " + ", ".join(
-                f"{name} {work / (timed[name]['median_ms'] / 1000) / 1e9:.0f}" for name in ("pytorch fp32", "pytorch int8", final)))
-        lines.append(f"- LSTM arithmetic rate, GMAC/s ({macs:,} multiply-adds per token and sample): " + "; ".join(rates) + ".")
+            rates.append(
+                f"{case['name']}: "
+                + ", ".join(
+                    f"{name} {work / (timed[name]['median_ms'] / 1000) / 1e9:.0f}"
+                    for name in ("pytorch fp32", "pytorch int8", final)
+                )
+            )
+        lines.append(
+            f"- LSTM arithmetic rate, GMAC/s ({macs:,} multiply-adds per token and sample): " + "; ".join(rates) + "."
+        )
     return lines + [""]
 
 

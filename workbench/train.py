@@ -61,8 +61,12 @@ def train(config: TrainConfig, out: Path, *, search_path: Path, progress: bool =
             bar.update(task, advance=1, loss=f"{loss.item():.4f}")
     model.eval()
     held_out = data.synthetic(
-        config.held_out, seed=config.seed, split="held_out",
-        min_len=config.min_len, max_len=config.max_len, vocab_size=config.vocab_size,
+        config.held_out,
+        seed=config.seed,
+        split="held_out",
+        min_len=config.min_len,
+        max_len=config.max_len,
+        vocab_size=config.vocab_size,
     )
     correct = 0
     with torch.no_grad():

@@ -35,26 +35,35 @@ class Tuning:
         return self.default.median_ms / self.best.median_ms
 
     def to_dict(self) -> dict[str, Any]:
-        return {"case": self.case, "gain": self.gain, "default": asdict(self.default), "best": asdict(self.best),
-                "trials": [asdict(t) for t in self.trials]}
+        return {
+            "case": self.case,
+            "gain": self.gain,
+            "default": asdict(self.default),
+            "best": asdict(self.best),
+            "trials": [asdict(t) for t in self.trials],
+        }
 
 
 def grid(threads: int) -> list[dict[str, Any]]:
     """The default configuration first, then its variations."""
-    return [{"intra_op_num_threads": t, "graph_optimization_level": level, "execution_mode": mode}
-            for t in dict.fromkeys((threads, 1))
-            for level in ("ORT_ENABLE_ALL", "ORT_ENABLE_BASIC")
-            for mode in ("ORT_SEQUENTIAL", "ORT_PARALLEL")]
+    return [
+        {"intra_op_num_threads": t, "graph_optimization_level": level, "execution_mode": mode}
+        for t in dict.fromkeys((threads, 1))
+        for level in ("ORT_ENABLE_ALL", "ORT_ENABLE_BASIC")
+        for mode in ("ORT_SEQUENTIAL", "ORT_PARALLEL")
+    ]
 
 
-def tune(path: Path, case: bench.Case, *, threads: int, vocab_size: int, batch_first: bool,
-         budget_s: float) -> Tuning:
+def tune(path: Path, case: bench.Case, *, threads: int, vocab_size: int, batch_first: bool, budget_s: float) -> Tuning:
     """Time every configuration round-robin on ``case``; outputs are compared on probes of several shapes."""
     configs = grid(threads)
-    contenders = [bench.onnx_file(f"config {i}", path, config["intra_op_num_threads"], config)
-                  for i, config in enumerate(configs)]
-    probes = [bench.inputs(bench.Case("probe", b, n), vocab_size=vocab_size, batch_first=batch_first, seed=1)
-              for b, n in ((1, 7), (3, 64), (2, 300))]
+    contenders = [
+        bench.onnx_file(f"config {i}", path, config["intra_op_num_threads"], config) for i, config in enumerate(configs)
+    ]
+    probes = [
+        bench.inputs(bench.Case("probe", b, n), vocab_size=vocab_size, batch_first=batch_first, seed=1)
+        for b, n in ((1, 7), (3, 64), (2, 300))
+    ]
     outputs = [[np.asarray(c.call(ids)[0]) for ids in probes] for c in contenders]
     identical = [all(np.array_equal(a, b) for a, b in zip(out, outputs[0])) for out in outputs]
     ids = bench.inputs(case, vocab_size=vocab_size, batch_first=batch_first)

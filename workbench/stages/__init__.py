@@ -59,8 +59,13 @@ class StageSpec:
 REGISTRY: dict[str, StageSpec] = {}
 
 
-def stage(name: str, *, params: type[Params], precision: Literal["fp32", "int8"] = "fp32",
-          takes: Literal["torch", "onnx"] = "onnx") -> Callable[[RunStage], RunStage]:
+def stage(
+    name: str,
+    *,
+    params: type[Params],
+    precision: Literal["fp32", "int8"] = "fp32",
+    takes: Literal["torch", "onnx"] = "onnx",
+) -> Callable[[RunStage], RunStage]:
     """Register the decorated function as the stage called ``name`` in recipes."""
 
     def register(run: RunStage) -> RunStage:

@@ -16,14 +16,21 @@ from workbench.errors import StageError
 from workbench.stages import Facts, Params, Source, stage
 
 # What each float op becomes once its weights are int8; Gather keeps its name but reads an int8 table.
-QUANTIZED_FORM = {"LSTM": "DynamicQuantizeLSTM", "Gemm": "MatMulInteger", "MatMul": "MatMulInteger",
-                  "Gather": "Gather of an int8 table", "Attention": "QAttention"}
+QUANTIZED_FORM = {
+    "LSTM": "DynamicQuantizeLSTM",
+    "Gemm": "MatMulInteger",
+    "MatMul": "MatMulInteger",
+    "Gather": "Gather of an int8 table",
+    "Attention": "QAttention",
+}
 
 
 class QuantizeParams(Params):
     weight_type: Literal["qint8", "quint8"] = "qint8"
     op_types: tuple[Literal["LSTM", "Gemm", "MatMul", "Gather", "Attention"], ...] = Field(
-        ("LSTM", "Gemm", "MatMul"), min_length=1, strict=False  # strict=False: YAML gives a list
+        ("LSTM", "Gemm", "MatMul"),
+        min_length=1,
+        strict=False,  # strict=False: YAML gives a list
     )
     per_channel: bool = False
     reduce_range: bool = False
@@ -50,8 +57,10 @@ def quantize_dynamic(source: Source, params: QuantizeParams, dst: Path) -> Facts
         raise StageError("quantize_dynamic left ops in fp32: " + "; ".join(left))
     counts_before = Counter(n.op_type for n in before.graph.node)
     quantized = {op: counts_before[op] for op in params.op_types if counts_before[op]}
-    return {"quantized": {f"{op} -> {QUANTIZED_FORM[op]}": n for op, n in quantized.items()},
-            "weight_type": params.weight_type}
+    return {
+        "quantized": {f"{op} -> {QUANTIZED_FORM[op]}": n for op, n in quantized.items()},
+        "weight_type": params.weight_type,
+    }
 
 
 def _still_float(after, op_types) -> list[str]:
@@ -63,8 +72,13 @@ def _still_float(after, op_types) -> list[str]:
     for node in after.graph.node:
         if node.op_type not in op_types:
             continue
-        weights = list(node.input[1:3] if node.op_type == "LSTM" else node.input[0:1] if node.op_type == "Gather"
-                       else node.input[1:2])
+        weights = list(
+            node.input[1:3]
+            if node.op_type == "LSTM"
+            else node.input[0:1]
+            if node.op_type == "Gather"
+            else node.input[1:2]
+        )
         if node.op_type == "LSTM" and not all(name in initializers for name in weights):
             reasons.append(
                 f"LSTM '{node.name}': its weights {weights} are not initializers but computed by other nodes "
