@@ -36,7 +36,6 @@ class Case:
 @dataclass(frozen=True)
 class Contender:
     name: str
-    kind: str  # "torch" or "onnx"
     call: Callable[[np.ndarray], Any]  # takes ids laid out as the model wants them
 
 
@@ -71,7 +70,7 @@ def torch_fp32(module: Any, threads: int) -> Contender:
         with torch.inference_mode():
             return module(torch.from_numpy(ids))
 
-    return Contender("pytorch fp32", "torch", call)
+    return Contender("pytorch fp32", call)
 
 
 def torch_int8(module: Any, threads: int) -> Contender:
@@ -84,7 +83,7 @@ def torch_int8(module: Any, threads: int) -> Contender:
             copy.deepcopy(module), {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8
         )
     contender = torch_fp32(quantized, threads)
-    return Contender("pytorch int8", "torch", contender.call)
+    return Contender("pytorch int8", contender.call)
 
 
 def onnx_session(path: Path, threads: int, options: dict[str, Any] | None = None) -> Any:
@@ -106,7 +105,7 @@ def onnx_session(path: Path, threads: int, options: dict[str, Any] | None = None
 def onnx_file(name: str, path: Path, threads: int, options: dict[str, Any] | None = None) -> Contender:
     session = onnx_session(path, threads, options)
     input_name = session.get_inputs()[0].name
-    return Contender(name, "onnx", lambda ids: session.run(None, {input_name: ids}))
+    return Contender(name, lambda ids: session.run(None, {input_name: ids}))
 
 
 def inputs(case: Case, *, vocab_size: int, batch_first: bool, seed: int = 0) -> np.ndarray:

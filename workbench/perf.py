@@ -45,7 +45,7 @@ def run(
     fp32 = next((i for i, a in enumerate(artifacts) if a[2] == "fp32"), None)
     int8 = next((i for i in reversed(range(len(artifacts))) if artifacts[i][2] == "int8"), None)
     chart_set = torch_refs + [
-        bench.Contender(f"onnx {artifacts[i][2]} ({artifacts[i][0]})", "onnx", onnx[i].call)
+        bench.Contender(f"onnx {artifacts[i][2]} ({artifacts[i][0]})", onnx[i].call)
         for i in (fp32, int8)
         if i is not None
     ]
@@ -146,7 +146,7 @@ def bench_files(
         if (input_name and found != [(input_name, "tensor(int64)")]) or len(found) != 1:
             wanted = f"one int64 input named {input_name!r}" if input_name else "one input of token ids"
             raise InputError(f"{path}: inputs {found} do not match the recipe: expected {wanted}")
-        contenders.append(bench.Contender(name, "onnx", lambda ids, s=session, n=found[0][0]: s.run(None, {n: ids})))
+        contenders.append(bench.Contender(name, lambda ids, s=session, n=found[0][0]: s.run(None, {n: ids})))
     timings = bench.run_cases(
         contenders, cases(spec), vocab_size=vocab_size, batch_first=batch_first, budget_s=spec.budget_seconds
     )
