@@ -87,6 +87,9 @@ def build_model(state: dict[str, torch.Tensor], source: str | os.PathLike = "sta
         raise ValueError(
             f"{source}: not a TextClassifier state_dict: missing keys {missing}, unexpected keys {unexpected}"
         )
+    if state["embedding.weight"].dim() != 2 or state["fc.weight"].dim() != 2:
+        shapes = {name: tuple(state[name].shape) for name in ("embedding.weight", "fc.weight")}
+        raise ValueError(f"{source}: tensor shapes do not fit a TextClassifier: {shapes} should be matrices")
     vocab_size, embed_dim = state["embedding.weight"].shape
     num_classes, hidden_dim = state["fc.weight"].shape
     model = TextClassifier(int(vocab_size), int(embed_dim), int(hidden_dim), int(num_classes))

@@ -220,11 +220,15 @@ def test_wrong_architecture_lists_missing_and_unexpected_keys(tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_wrong_shapes_are_refused(tmp_path):
+@pytest.mark.parametrize(
+    "name, tensor",
+    [("rnn.bias_hh_l0", torch.zeros(7)), ("embedding.weight", torch.zeros(5)), ("fc.weight", torch.zeros(2, 3, 4))],
+)
+def test_wrong_shapes_are_refused(tmp_path, name, tensor):
     state = task.TextClassifier().state_dict()
-    state["rnn.bias_hh_l0"] = torch.zeros(7)
+    state[name] = tensor
     torch.save(state, tmp_path / "shapes.pt")
-    with pytest.raises(ValueError, match="tensor shapes do not fit a TextClassifier"):
+    with pytest.raises(ValueError, match=r"shapes.pt: tensor shapes do not fit a TextClassifier"):
         task.convert(tmp_path / "shapes.pt", tmp_path / "x.onnx")
 
 
