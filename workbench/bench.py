@@ -102,6 +102,22 @@ def onnx_session(path: Path, threads: int, options: dict[str, Any] | None = None
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def checked_session(path: Path, threads: int, *, input_name: str | None = None) -> Any:
+    """A session for a file from outside: load errors and inputs other than one int64 tensor of token ids
+    (named ``input_name``, when given) are InputErrors."""
+    from workbench.errors import InputError
+
+    try:
+        session = onnx_session(path, threads)
+    except Exception as exc:  # onnxruntime's untyped load errors
+        raise InputError(f"{path}: onnxruntime cannot load this model: {str(exc).splitlines()[0]}") from None
+    found = [(value.name, value.type) for value in session.get_inputs()]
+    if len(found) != 1 or found[0][1] != "tensor(int64)" or (input_name and found[0][0] != input_name):
+        wanted = f"one int64 input named {input_name!r}" if input_name else "one int64 input of token ids"
+        raise InputError(f"{path}: inputs {found} do not match the recipe: expected {wanted}")
+    return session
+
+
 def onnx_file(name: str, path: Path, threads: int, options: dict[str, Any] | None = None) -> Contender:
     session = onnx_session(path, threads, options)
     input_name = session.get_inputs()[0].name

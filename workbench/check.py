@@ -31,15 +31,9 @@ def run_onnx(
     advance: Advance | None = None,
 ) -> np.ndarray:
     """Logits [N, classes] of the ONNX file on ``samples``, in data set order."""
-    from workbench.bench import onnx_session
+    from workbench.bench import checked_session
 
-    try:
-        session = onnx_session(path, threads)
-    except Exception as exc:  # onnxruntime's own untyped load errors
-        raise InputError(f"{path}: onnxruntime cannot load this model: {exc}") from None
-    names = [value.name for value in session.get_inputs()]
-    if names != [input_name]:
-        raise InputError(f"{path}: the recipe's input is {input_name!r}, the model's inputs are {names}")
+    session = checked_session(path, threads, input_name=input_name)
     return _collect(samples, batch_size, batch_first, advance, lambda ids: session.run(None, {input_name: ids})[0])
 
 

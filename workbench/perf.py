@@ -132,21 +132,13 @@ def bench_files(
 
     With ``input_name`` (from a recipe), each file must have exactly that one int64 input.
     """
-    from workbench.errors import InputError
-
     contenders = [bench.torch_fp32(module, threads), bench.torch_int8(module, threads)] if module is not None else []
     names = [path.name for path in paths]
     names = names if len(set(names)) == len(names) else [str(path) for path in paths]
     for name, path in zip(names, paths):
-        try:
-            session = bench.onnx_session(path, threads)
-        except Exception as exc:  # onnxruntime's untyped load errors
-            raise InputError(f"{path}: onnxruntime cannot load this model: {str(exc).splitlines()[0]}") from None
-        found = [(i.name, i.type) for i in session.get_inputs()]
-        if (input_name and found != [(input_name, "tensor(int64)")]) or len(found) != 1:
-            wanted = f"one int64 input named {input_name!r}" if input_name else "one input of token ids"
-            raise InputError(f"{path}: inputs {found} do not match the recipe: expected {wanted}")
-        contenders.append(bench.Contender(name, lambda ids, s=session, n=found[0][0]: s.run(None, {n: ids})))
+        session = bench.checked_session(path, threads, input_name=input_name)
+        input_of = session.get_inputs()[0].name
+        contenders.append(bench.Contender(name, lambda ids, s=session, n=input_of: s.run(None, {n: ids})))
     timings = bench.run_cases(
         contenders, cases(spec), vocab_size=vocab_size, batch_first=batch_first, budget_s=spec.budget_seconds
     )
