@@ -69,8 +69,42 @@ def test_batches_group_equal_lengths_and_cover_every_sample():
     samples = data.synthetic(200, seed=2, min_len=5, max_len=12)
     seen = []
     for batch in data.batches(samples, max_batch=16):
-        assert batch.ids.shape[1] == len(batch.labels) <= 16
-        for column, index in enumerate(batch.indices):
-            assert tuple(batch.ids[:, column]) == samples[index].tokens
+        assert batch.tokens.shape[0] == len(batch.labels) <= 16
+        assert batch.mask.all()  # equal lengths: no padding
+        for row, index in enumerate(batch.indices):
+            assert tuple(batch.tokens[row]) == samples[index].tokens
         seen += batch.indices.tolist()
     assert sorted(seen) == list(range(200))
+
+
+def test_padded_batches_keep_order_and_mask_the_padding():
+    samples = data.synthetic(50, seed=3, min_len=3, max_len=30)
+    seen = []
+    for batch in data.padded_batches(samples, max_batch=8):
+        longest = max(len(samples[i].tokens) for i in batch.indices)
+        assert batch.tokens.shape == batch.mask.shape == (len(batch.indices), longest)
+        for row, index in enumerate(batch.indices):
+            n = len(samples[index].tokens)
+            assert tuple(batch.tokens[row, :n]) == samples[index].tokens
+            assert batch.mask[row, :n].all() and not batch.mask[row, n:].any()
+            assert (batch.tokens[row, n:] == data.PAD_ID).all()
+        seen += batch.indices.tolist()
+    assert seen == list(range(50))
+    assert any(not b.mask.all() for b in data.padded_batches(samples, max_batch=8))  # some padding happened
+
+
+def test_feeds_lay_out_and_type_each_declared_input():
+    from workbench.recipe import InputSpec
+
+    tokens = np.arange(6).reshape(2, 3) + 10
+    mask = np.array([[1, 1, 1], [1, 1, 0]])
+    inputs = (
+        InputSpec(name="ids", feed="ids", axes=("sequence", "batch")),
+        InputSpec(name="mask", feed="mask", dtype="int32", axes=("batch", "sequence")),
+        InputSpec(name="segments", feed="zeros", axes=("batch", "sequence")),
+    )
+    out = data.feeds(tokens, mask, inputs)
+    assert list(out) == ["ids", "mask", "segments"]
+    assert np.array_equal(out["ids"], tokens.T) and out["ids"].dtype == np.int64 and out["ids"].flags.c_contiguous
+    assert np.array_equal(out["mask"], mask) and out["mask"].dtype == np.int32
+    assert out["segments"].shape == (2, 3) and not out["segments"].any()

@@ -38,15 +38,65 @@ def test_good_recipe_parses_into_frozen_typed_objects(tmp_path):
         parsed.stages[2].params.weight_type = "quint8"
 
 
-@pytest.mark.parametrize("name", ["fp32", "int8"])
+SHIPPED = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))
+
+
+def test_the_shipped_recipes_are_the_documented_ones():
+    assert SHIPPED == ["bert", "bilstm", "engines", "fp32", "gru", "int8"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_recipes_parse(name):
     parsed = recipe.load(ROOT / "recipes" / f"{name}.yaml")
     assert parsed.root == ROOT and parsed.report_dir == ROOT / "reports" / name
+    assert recipe.load(ROOT / "recipes" / f"{name}.yaml").resolve(parsed.model.weights).is_file()
 
 
-def test_every_registered_stage_is_in_a_shipped_recipe():
-    used = {s.name for name in ("fp32", "int8") for s in recipe.load(ROOT / "recipes" / f"{name}.yaml").stages}
-    assert used == set(REGISTRY)
+def test_every_registered_stage_and_engine_is_in_a_shipped_recipe():
+    from workbench.runtimes import ENGINES
+
+    parsed = [recipe.load(ROOT / "recipes" / f"{name}.yaml") for name in SHIPPED]
+    assert {s.name for r in parsed for s in r.stages} == set(REGISTRY)
+    assert {e.name for r in parsed for e in r.runtimes} == set(ENGINES)
+
+
+def test_runtimes_default_to_onnxruntime_and_take_parameters(tmp_path):
+    assert [(r.name, r.params.model_dump()) for r in _load(tmp_path, GOOD).runtimes] == [
+        (
+            "onnxruntime",
+            {
+                "providers": ("CPUExecutionProvider",),
+                "graph_optimization_level": "ORT_ENABLE_ALL",
+                "execution_mode": "ORT_SEQUENTIAL",
+            },
+        )
+    ]
+    parsed = _load(tmp_path, GOOD + "runtimes: [onnxruntime, {openvino: {inference_precision: bf16}}]\n")
+    assert [r.name for r in parsed.runtimes] == ["onnxruntime", "openvino"]
+    assert parsed.runtimes[1].params.inference_precision == "bf16"
+
+
+def test_an_engine_that_is_not_installed_is_one_line_naming_the_install_command(tmp_path, capsys):
+    """A registered engine whose package is absent: refused at load, before anything runs (exit 2)."""
+    from workbench.runtimes import ENGINES, EngineSpec
+
+    ENGINES["absent"] = EngineSpec(
+        "absent",
+        ENGINES["openvino"].params,
+        ENGINES["openvino"].load,
+        "no_such_module_here",
+        'pip install -e ".[absent]"',
+    )
+    try:
+        path = tmp_path / "r.yaml"
+        path.write_text(GOOD + "runtimes: [onnxruntime, absent]\n")
+        assert main(["run", str(path)]) == 2
+    finally:
+        del ENGINES["absent"]
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {path}: runtimes[1]: engine 'absent' is not installed; install it with: pip install -e \".[absent]\"\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -73,7 +123,7 @@ def test_every_registered_stage_is_in_a_shipped_recipe():
         (GOOD.replace("  weights: model.pt\n", ""), r"model.weights: required key is missing"),
         (
             GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  wieghts: x\n"),
-            r"model.wieghts: unknown key; allowed keys: class, weights, kwargs, input, output",
+            r"model.wieghts: unknown key; allowed keys: class, weights, kwargs, inputs, output, vocab_size",
         ),
         (GOOD + "threads: many\n", r"threads: 'many' is not allowed"),
         (GOOD + "bogus: 1\n", r"bogus: unknown key; allowed keys: name, root, reports"),
@@ -101,9 +151,38 @@ def test_every_registered_stage_is_in_a_shipped_recipe():
             r"model.class: 'task.TextClassifier' is not allowed",
         ),
         (
-            GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  input: {axes: [batch, batch]}\n"),
-            r"model.input: .*axes must name 'sequence' and 'batch' once each",
+            GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  inputs: [{name: t, axes: [batch, batch]}]\n"),
+            r"model.inputs\[0\]: .*axes must name 'sequence' and 'batch' once each",
         ),
+        (
+            GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  inputs: [{name: a}, {name: b}]\n"),
+            r"model: .*exactly one input must have feed 'ids'",
+        ),
+        (
+            GOOD.replace(
+                "  weights: model.pt\n", "  weights: model.pt\n  inputs: [{name: a}, {name: a, feed: mask}]\n"
+            ),
+            r"model: .*input names must differ",
+        ),
+        (
+            GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  inputs: [{name: a, feed: segment}]\n"),
+            r"model.inputs\[0\].feed: 'segment' is not allowed: Input should be 'ids', 'mask' or 'zeros'",
+        ),
+        (
+            GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  input: {name: text}\n"),
+            r"model.input: unknown key; allowed keys: class, weights, kwargs, inputs",
+        ),
+        (
+            GOOD + "runtimes: [tensorrt]\n",
+            r"runtimes\[0\]: unknown engine 'tensorrt'; known engines: onnxruntime, openvino",
+        ),
+        (GOOD + "runtimes: [onnxruntime, onnxruntime]\n", r"runtimes: each engine may be named once"),
+        (
+            GOOD + "runtimes: [{openvino: {inference_precision: int4}}]\n",
+            r"runtimes\[0\].openvino.inference_precision: 'int4' is not allowed: Input should be 'f32', 'bf16' or 'f16'",
+        ),
+        (GOOD + "runtimes: [{openvino: 3}]\n", r"runtimes\[0\].openvino: expected a mapping of parameters, got int"),
+        (GOOD + "runtimes: []\n", r"runtimes: \[\] is not allowed"),
         ("- just\n- a list\n", r"r.yaml: a recipe is a mapping with keys name, root"),
         ("model: [unclosed\n", r"r.yaml: not valid YAML \(line 2"),
         (GOOD + "model: {}\n", r"duplicate key 'model'"),

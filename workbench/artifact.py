@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import InputError
-from workbench.model import file_sha256
+from workbench.store.files import file_sha256
 
 
 @dataclass(frozen=True)

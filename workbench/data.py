@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -112,9 +113,44 @@ def write_jsonl(samples: Sequence[Sample], path: str | Path) -> None:
 
 @dataclass(frozen=True)
 class Batch:
-    ids: np.ndarray  # int64 [length, batch], sequence first
+    tokens: np.ndarray  # int64 [batch, length], batch first; padding (id PAD_ID) where mask is 0
+    mask: np.ndarray  # int64 [batch, length]: 1 for a token, 0 for padding
     labels: np.ndarray  # int64 [batch]
     indices: np.ndarray  # positions of these samples in the data set
+
+
+PAD_ID = 0
+
+
+class InputLike(Protocol):
+    """What ``feeds`` needs of a declared model input (``recipe.InputSpec`` is one)."""
+
+    name: str
+    feed: str  # ids | mask | zeros
+    dtype: str
+    axes: tuple[str, str]
+
+
+def feeds(tokens: np.ndarray, mask: np.ndarray, inputs: Sequence[InputLike]) -> dict[str, np.ndarray]:
+    """One array per declared input, from batch-first ``tokens`` and ``mask``, laid out and typed as declared."""
+    out = {}
+    for spec in inputs:
+        source = tokens if spec.feed == "ids" else mask if spec.feed == "mask" else np.zeros_like(tokens)
+        array = source if spec.axes[0] == "batch" else source.T
+        out[spec.name] = np.ascontiguousarray(array, dtype=spec.dtype)
+    return out
+
+
+def _batch(samples: Sequence[Sample], chosen: Sequence[int]) -> Batch:
+    length = max(len(samples[i].tokens) for i in chosen)
+    tokens = np.full((len(chosen), length), PAD_ID, dtype=np.int64)
+    mask = np.zeros((len(chosen), length), dtype=np.int64)
+    for row, index in enumerate(chosen):
+        n = len(samples[index].tokens)
+        tokens[row, :n] = samples[index].tokens
+        mask[row, :n] = 1
+    labels = np.array([samples[i].label for i in chosen], dtype=np.int64)
+    return Batch(tokens, mask, labels, np.array(chosen))
 
 
 def batches(samples: Sequence[Sample], *, max_batch: int = 64) -> Iterator[Batch]:
@@ -125,7 +161,10 @@ def batches(samples: Sequence[Sample], *, max_batch: int = 64) -> Iterator[Batch
     for length in sorted(by_length):
         group = by_length[length]
         for start in range(0, len(group), max_batch):
-            chosen = group[start : start + max_batch]
-            ids = np.array([samples[i].tokens for i in chosen], dtype=np.int64).T.reshape(length, len(chosen))
-            labels = np.array([samples[i].label for i in chosen], dtype=np.int64)
-            yield Batch(ids, labels, np.array(chosen))
+            yield _batch(samples, group[start : start + max_batch])
+
+
+def padded_batches(samples: Sequence[Sample], *, max_batch: int = 64) -> Iterator[Batch]:
+    """Batches of mixed lengths in data set order, padded to their longest sample (what a serving batcher does)."""
+    for start in range(0, len(samples), max_batch):
+        yield _batch(samples, range(start, min(start + max_batch, len(samples))))

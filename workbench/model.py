@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import pickle
 import sys
@@ -87,11 +86,3 @@ def build(cls: type, kwargs: dict[str, Any], state: dict[str, torch.Tensor], *, 
         shapes = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
         raise InputError(f"{source}: tensor shapes do not fit {cls.__name__}: {shapes or exc}") from None
     return model.eval()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workbench.errors import RecipeError
+from workbench.runtimes import ENGINES, EngineParams
 from workbench.stages import REGISTRY, Params
 
 MAX_RECIPE_BYTES = 1 << 20
@@ -27,15 +28,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True, allow_inf_nan=False)
 
 
+Axis = Literal["sequence", "batch"]
+FEEDS = ("ids", "mask", "zeros")  # token ids; 1 for a token and 0 for padding; all zeros (segment ids)
+
+
 class InputSpec(Strict):
-    name: str = "text"
-    dtype: Literal["int64"] = "int64"
-    axes: tuple[Literal["sequence", "batch"], Literal["sequence", "batch"]] = Field(
-        ("sequence", "batch"),
-        strict=False,  # strict=False: YAML gives a list
-    )
-    example_length: int = Field(16, ge=1, le=4096)
-    vocab_size: int = Field(1000, ge=1)
+    """One model input: its name in the graph, what feeds it, its integer type and its axes in order."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][\w.:/-]*$")
+    feed: Literal["ids", "mask", "zeros"] = "ids"
+    dtype: Literal["int64", "int32"] = "int64"
+    axes: tuple[Axis, Axis] = Field(("sequence", "batch"), strict=False)  # strict=False: YAML gives a list
 
     @model_validator(mode="after")
     def _distinct_axes(self) -> InputSpec:
@@ -43,13 +46,38 @@ class InputSpec(Strict):
             raise ValueError("axes must name 'sequence' and 'batch' once each, in the input's order")
         return self
 
+    @property
+    def batch_first(self) -> bool:
+        return self.axes[0] == "batch"
+
 
 class ModelSpec(Strict):
+    """The PyTorch model of record: ``forward`` takes the inputs positionally, in the order listed."""
+
     class_: str = Field(alias="class", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     weights: str
     kwargs: dict[str, int | float | str | bool] = {}
-    input: InputSpec = InputSpec()
+    inputs: tuple[InputSpec, ...] = Field((InputSpec(name="text"),), min_length=1, max_length=16, strict=False)
     output: str = "logits"
+    vocab_size: int = Field(1000, ge=2)
+    example_length: int = Field(16, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _one_ids_input(self) -> ModelSpec:
+        names = [spec.name for spec in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"input names must differ, got {names}")
+        if [spec.feed for spec in self.inputs].count("ids") != 1:
+            raise ValueError("exactly one input must have feed 'ids' (the token ids); others: mask, zeros")
+        return self
+
+    @property
+    def ids_input(self) -> InputSpec:
+        return next(spec for spec in self.inputs if spec.feed == "ids")
+
+    @property
+    def has_mask(self) -> bool:
+        return any(spec.feed == "mask" for spec in self.inputs)
 
 
 class SyntheticData(Strict):
@@ -119,6 +147,7 @@ class Settings(Strict):
     model: ModelSpec
     data: DataSpec = DataSpec(synthetic=SyntheticData())
     bench: BenchSpec = BenchSpec()
+    runtimes: list[Any] = Field(["onnxruntime"], min_length=1, max_length=8)  # engines the ONNX artifacts run on
     stages: list[Any] = Field(min_length=1)
 
 
@@ -130,6 +159,12 @@ class StageConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    name: str
+    params: EngineParams
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     path: Path
@@ -137,6 +172,7 @@ class Recipe:
     root: Path
     settings: Settings
     stages: tuple[StageConfig, ...]
+    runtimes: tuple[RuntimeConfig, ...]
 
     @property
     def model(self) -> ModelSpec:
@@ -207,9 +243,12 @@ def parse(text: str, path: Path) -> Recipe:
         raise RecipeError(_describe(path, exc, Settings)) from None
     stages = tuple(_stage(path, index, entry) for index, entry in enumerate(settings.stages))
     _check_order(path, stages)
+    runtimes = tuple(_runtime(path, index, entry) for index, entry in enumerate(settings.runtimes))
+    if len({r.name for r in runtimes}) != len(runtimes):
+        raise RecipeError(f"{path}: runtimes: each engine may be named once, got {[r.name for r in runtimes]}")
     root = (path.parent / settings.root).resolve()
     name = settings.name or path.stem
-    return Recipe(name, path.resolve(), text, root, settings, stages)
+    return Recipe(name, path.resolve(), text, root, settings, stages, runtimes)
 
 
 def _safe_document(text: str, path: Path) -> Any:
@@ -272,6 +311,32 @@ def _stage(path: Path, index: int, entry: Any) -> StageConfig:
         except ValidationError as exc:
             raise RecipeError(_describe(path, exc, Accept, prefix=f"{where}.{name}.accept")) from None
     return StageConfig(name, params, accept)
+
+
+def _runtime(path: Path, index: int, entry: Any) -> RuntimeConfig:
+    """``onnxruntime`` or ``{openvino: {inference_precision: bf16}}``: an engine name and its parameters."""
+    where = f"runtimes[{index}]"
+    known = ", ".join(ENGINES)
+    name, body = (entry, {}) if isinstance(entry, str) else (None, None)
+    if isinstance(entry, dict) and len(entry) == 1:
+        ((name, body),) = entry.items()
+    if not isinstance(name, str):
+        raise RecipeError(
+            f"{path}: {where}: an engine name, or a mapping of one engine name to its parameters; "
+            f"known engines: {known}"
+        )
+    if name not in ENGINES:
+        raise RecipeError(f"{path}: {where}: unknown engine {name!r}; known engines: {known}")
+    spec = ENGINES[name]
+    if not isinstance(body if body is not None else {}, dict):
+        raise RecipeError(f"{path}: {where}.{name}: expected a mapping of parameters, got {type(body).__name__}")
+    try:
+        params = spec.params.model_validate(body or {})
+    except ValidationError as exc:
+        raise RecipeError(_describe(path, exc, spec.params, prefix=f"{where}.{name}")) from None
+    if not spec.available():
+        raise RecipeError(f"{path}: {where}: engine {name!r} is not installed; install it with: {spec.install}")
+    return RuntimeConfig(name, params)
 
 
 def _check_order(path: Path, stages: tuple[StageConfig, ...]) -> None:

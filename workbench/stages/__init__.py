@@ -27,12 +27,12 @@ class Params(BaseModel):
 
 @dataclass(frozen=True)
 class TorchSource:
-    """What ``export`` needs: the eval-mode module and how its single input and output look."""
+    """What ``export`` needs: the eval-mode module, its inputs in ``forward``'s order, and its output."""
 
     module: torch.nn.Module
-    input_name: str
+    input_names: tuple[str, ...]
     output_name: str
-    example: torch.Tensor
+    example: tuple[torch.Tensor, ...]
     dynamic_axes: dict[str, dict[int, str]]
     metadata: dict[str, str]
 

@@ -30,12 +30,12 @@ def export(source: Source, params: ExportParams, dst: Path) -> Facts:
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and its LSTM batch note
         torch.onnx.export(
             model.module,
-            (model.example,),
+            model.example,
             str(dst),
             dynamo=False,
             opset_version=params.opset,
             do_constant_folding=params.constant_folding,
-            input_names=[model.input_name],
+            input_names=list(model.input_names),
             output_names=[model.output_name],
             dynamic_axes=model.dynamic_axes,
         )

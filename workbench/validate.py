@@ -1,4 +1,4 @@
-"""Run an artifact and the torch reference on the same batches, compare, and judge against thresholds.
+"""Run any runner over the evaluation set, compare its logits with the reference's, judge against thresholds.
 
 Comparison returns numbers, not a bool; the verdict is a separate step with its limits printed beside it.
 """
@@ -7,70 +7,64 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workbench.data import Sample, batches
+from workbench.data import InputLike, Sample, batches, feeds, padded_batches
 from workbench.errors import InputError
 from workbench.recipe import Accept
+from workbench.runtimes.base import Runner
 
 REL_EPSILON = 1e-6  # relative error = |candidate - reference| / (|reference| + REL_EPSILON)
 Advance = Callable[[int], None]
 
 
-def run_onnx(
-    path: Path,
+def logits(
+    runner: Runner,
     samples: Sequence[Sample],
+    inputs: Sequence[InputLike],
     *,
-    input_name: str,
-    batch_first: bool,
     batch_size: int,
-    threads: int,
+    padded: bool = False,
     advance: Advance | None = None,
 ) -> np.ndarray:
-    """Logits [N, classes] of the ONNX file on ``samples``, in data set order."""
-    from workbench.bench import checked_session
+    """Logits [N, classes] of ``runner`` on ``samples``, in data set order.
 
-    session = checked_session(path, threads, input_name=input_name)
-    return _collect(samples, batch_size, batch_first, advance, lambda ids: session.run(None, {input_name: ids})[0])
-
-
-def run_torch(
-    module: Any,
-    samples: Sequence[Sample],
-    *,
-    batch_first: bool,
-    batch_size: int,
-    threads: int,
-    advance: Advance | None = None,
-) -> np.ndarray:
-    """Logits [N, classes] of the eval-mode torch module on ``samples``, in data set order."""
-    import torch
-
-    torch.set_num_threads(threads)
-    with torch.inference_mode():
-        return _collect(samples, batch_size, batch_first, advance, lambda ids: module(torch.from_numpy(ids)).numpy())
-
-
-def _collect(
-    samples: Sequence[Sample],
-    batch_size: int,
-    batch_first: bool,
-    advance: Advance | None,
-    forward: Callable[[np.ndarray], np.ndarray],
-) -> np.ndarray:
+    Equal-length batches by default (no padding, so batching changes nothing in fp32); ``padded``:
+    mixed-length batches padded to their longest sample with the mask set, as a serving batcher sends them.
+    """
     parts: list[tuple[np.ndarray, np.ndarray]] = []
-    for batch in batches(samples, max_batch=batch_size):
-        ids = np.ascontiguousarray(batch.ids.T) if batch_first else batch.ids
-        parts.append((batch.indices, np.asarray(forward(ids), dtype=np.float32)))
+    groups = padded_batches(samples, max_batch=batch_size) if padded else batches(samples, max_batch=batch_size)
+    for batch in groups:
+        parts.append((batch.indices, runner.first_output(feeds(batch.tokens, batch.mask, inputs))))
         if advance:
             advance(len(batch.indices))
-    logits = np.empty((len(samples), parts[0][1].shape[1]), dtype=np.float32)
+    out = np.empty((len(samples), parts[0][1].shape[1]), dtype=np.float32)
     for indices, values in parts:
-        logits[indices] = values
-    return logits
+        out[indices] = values
+    return out
+
+
+def alone(runner: Runner, samples: Sequence[Sample], inputs: Sequence[InputLike]) -> np.ndarray:
+    """Logits of each sample run by itself (batch of one)."""
+    return logits(runner, samples, inputs, batch_size=1)
+
+
+@dataclass(frozen=True)
+class BatchDependence:
+    """How much a sample's int8 output moves with the other samples in its batch (dynamic quantization
+    scales activations per batch): each sample alone against the same sample inside its batch."""
+
+    samples: int
+    max_abs_diff: float
+    agreement: float
+
+
+def batch_dependence(in_batch: np.ndarray, by_itself: np.ndarray) -> BatchDependence:
+    diff = np.abs(in_batch.astype(np.float64) - by_itself.astype(np.float64))
+    same = np.mean(in_batch.argmax(1) == by_itself.argmax(1))
+    return BatchDependence(len(in_batch), float(diff.max()), float(same))
 
 
 @dataclass(frozen=True)

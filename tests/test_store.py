@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.cache import Cache, key
+from workbench.store.cache import Cache
+from workbench.store.files import key
 
 
 def test_entry_is_whole_or_absent_and_verified_by_hash(tmp_path):

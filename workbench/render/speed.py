@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbench.markdown import table as _table
+from workbench.render.markdown import table as _table
+from workbench.runtimes import REFERENCE, TORCH_INT8
 
 
 def rows(bench: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -12,10 +13,16 @@ def rows(bench: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     cases = bench["cases"]
     by = {(t["contender"], t["case"]): t for t in bench["timings"]}
     contenders = list(dict.fromkeys(t["contender"] for t in bench["timings"]))
-    header = ["contender"]
+    header = ["row"]
     for c in cases:
         header.append(f"b{c['batch']} l{c['length']} " + ("ms median (p90)" if c["batch"] == 1 else "samples/s"))
     header += [f"x {c['name']}" for c in cases]
+    int8 = bench.get("speedup_vs_pytorch_int8") or {}
+    headline = bench.get("headline_case")
+    if int8 and headline:
+        header.append(f"x {TORCH_INT8} {headline}")
+    if "precisions" in bench:
+        header.append("ran as")
     table = []
     for name in contenders:
         row = [name]
@@ -23,6 +30,10 @@ def rows(bench: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             t = by[(name, c["name"])]
             row.append(f"{t['median_ms']:.2f} ({t['p90_ms']:.2f})" if c["batch"] == 1 else f"{t['samples_per_s']:.0f}")
         row += [f"{bench['speedup_vs_pytorch_fp32'][name][c['name']]:.2f}x" for c in cases]
+        if int8 and headline:
+            row.append(f"{int8[name][headline]:.2f}x" if headline in int8.get(name, {}) else "-")
+        if "precisions" in bench:
+            row.append(bench["precisions"].get(name, "-"))
         table.append(row)
     return header, table
 
@@ -34,16 +45,27 @@ def section(data: dict[str, Any]) -> list[str]:
     header, table = rows(bench)
     runs = sorted({t["runs"] for t in bench["timings"]})
     unstable = sorted({f"{t['contender']} {t['case']}" for t in bench["timings"] if not t["stable"]})
+    when = (
+        f"Cached: measured {bench['measured_at']} on this machine with the same artifacts, engines, threads, "
+        "cases and budget (`--rebench` measures again). "
+        if bench.get("cached")
+        else ""
+    )
     parts = [
         "## Speed",
         "",
-        f"Every contender ran with {bench['threads']} threads on the same seeded inputs, timed in alternating "
+        when + f"Every contender ran with {bench['threads']} threads on the same seeded inputs, timed in alternating "
         f"blocks in this run ({runs[0]}-{runs[-1]} timed runs each after 2 warm-up runs, up to "
         f"{bench['budget_seconds']:g} s per case). `x` is PyTorch fp32's median over the contender's.",
         "",
         _table(header, table),
         "",
     ]
+    for case in bench["cases"]:
+        timed = [t for t in bench["timings"] if t["case"] == case["name"]]
+        best = min(timed, key=lambda t: t["median_ms"])
+        parts.append(f"- fastest at {case['name']}: **{best['contender']}** ({best['median_ms']:.2f} ms median)")
+    parts.append("")
     if unstable:
         parts += [f"Medians not yet stable within 2% when the budget ran out: {', '.join(unstable)}.", ""]
     for title, name in (data.get("charts") or {}).items():
@@ -70,11 +92,11 @@ def _tuning(tuning: dict[str, Any] | None) -> list[str]:
             ]
         )
     return [
-        f"### Session tuning ({tuning['stage']}, {tuning['case']})",
+        f"### Session tuning ({tuning['row']}, {tuning['case']})",
         "",
         f"Fastest configuration with outputs identical to the default: {tuning['gain']:.2f}x the default's "
         f"speed; saved beside the artifact as `{tuning['stage']}.onnx.session.json` "
-        "(load it with `workbench.tune.tuned_session(path)`).",
+        "(load it with `workbench.timing.tune.tuned_session(path)`).",
         "",
         _table(["intra-op threads", "graph optimization", "execution mode", "median ms", "identical", ""], rows),
         "",
@@ -88,15 +110,15 @@ def _profile(bench: dict[str, Any]) -> list[str]:
     case = profile["case"]
     medians = {t["contender"]: t["median_ms"] for t in bench["timings"] if t["case"] == case}
     length = int(case.split("_l")[1])
-    final = profile["stage"]
+    final = profile["row"]
     shares = ", ".join(f"{op} {share:.1%}" for op, share in list(profile["op_share"].items())[:4])
     lines = [
         f"### Where the time goes ({final}, {case})",
         "",
         f"- onnxruntime's profiler: {shares} of node time.",
-        f"- per token: {final} {1000 * medians[final] / length:.1f} us, PyTorch fp32 "
-        f"{1000 * medians['pytorch fp32'] / length:.1f} us, "
-        f"PyTorch int8 {1000 * medians['pytorch int8'] / length:.1f} us "
+        f"- per token: {final} {1000 * medians[profile['row']] / length:.1f} us, PyTorch fp32 "
+        f"{1000 * medians[REFERENCE] / length:.1f} us, "
+        f"PyTorch int8 {1000 * medians[TORCH_INT8] / length:.1f} us "
         "(a recurrent model's steps run one after another, so batch 1 cannot use both cores fully).",
     ]
     macs = profile.get("lstm_macs_per_token")
@@ -109,22 +131,10 @@ def _profile(bench: dict[str, Any]) -> list[str]:
                 f"{case['name']}: "
                 + ", ".join(
                     f"{name} {work / (timed[name]['median_ms'] / 1000) / 1e9:.0f}"
-                    for name in ("pytorch fp32", "pytorch int8", final)
+                    for name in (REFERENCE, TORCH_INT8, final)
                 )
             )
         lines.append(
             f"- LSTM arithmetic rate, GMAC/s ({macs:,} multiply-adds per token and sample): " + "; ".join(rates) + "."
         )
     return lines + [""]
-
-
-def terminal_table(header: list[str], rows: list[list[str]], title: str) -> Any:
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)  # light chrome: room for figures in 80 columns
-    for name in header:
-        table.add_column(name, overflow="fold")  # fold rather than cut a figure short
-    for row in rows:
-        table.add_row(*row)
-    return table

@@ -7,7 +7,6 @@ Hidden folders (``.<key>.*``) are work in progress or leftovers of a killed run;
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,14 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from workbench.model import file_sha256
+from workbench.store.files import file_sha256
 
 MANIFEST = "manifest.json"
-
-
-def key(*parts: Any) -> str:
-    """A stable hash of JSON-able parts."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 class Cache:

@@ -1,4 +1,4 @@
-"""``workbench compare``: one table across the reports of several runs, with the change between them."""
+"""``workbench compare``: one table across the report folders of several runs, with the change between them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import InputError
+from workbench.runtimes import REFERENCE
 
 
 def load(folder: Path) -> dict[str, Any]:
@@ -27,25 +28,27 @@ def _figures(run: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     speedup = {name: cases.get(case) for name, cases in bench.get("speedup_vs_pytorch_fp32", {}).items()}
     ref = run["reference"]
     out = {
-        "pytorch fp32": {
+        REFERENCE: {
             "bytes": ref["bytes"],
             "share": None,
             "accuracy": ref["accuracy"],
             "agreement": 1.0,
-            "latency_ms": latency.get("pytorch fp32"),
-            "speedup": speedup.get("pytorch fp32"),
+            "latency_ms": latency.get(REFERENCE),
+            "speedup": speedup.get(REFERENCE),
         }
     }
     for s in run["stages"]:
-        art, chk = s["artifact"] or {}, s["check"] or {}
-        out[s["stage"]] = {
-            "bytes": art.get("bytes"),
-            "share": art.get("share_of_fp32"),
-            "accuracy": chk.get("accuracy"),
-            "agreement": chk.get("agreement"),
-            "latency_ms": latency.get(s["stage"]),
-            "speedup": speedup.get(s["stage"]),
-        }
+        art = s["artifact"] or {}
+        for e in s["engines"]:
+            chk = e["check"] or {}
+            out[e["row"]] = {
+                "bytes": art.get("bytes"),
+                "share": art.get("share_of_fp32"),
+                "accuracy": chk.get("accuracy"),
+                "agreement": chk.get("agreement"),
+                "latency_ms": latency.get(e["row"]),
+                "speedup": speedup.get(e["row"]),
+            }
     return out
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from workbench.runtimes import REFERENCE, TORCH_INT8
+
 
 def write(data: dict[str, Any], folder: Path) -> dict[str, str]:
     """Draw the charts the data allows; return {title: file name} for the report to embed."""
@@ -26,15 +28,18 @@ def _size_latency(data: dict[str, Any], bench: dict[str, Any], stages: list[dict
 
     case = bench["headline_case"]
     median = {t["contender"]: t["median_ms"] for t in bench["timings"] if t["case"] == case}
-    names = ["pytorch fp32", "pytorch int8"] + [s["stage"] for s in stages]
-    sizes = [data["reference"]["bytes"] / 1e6, float("nan")] + [s["artifact"]["bytes"] / 1e6 for s in stages]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    bars = left.barh(names, sizes, color=["#888888", "#bbbbbb"] + ["#3b75af"] * len(stages))
+    bytes_of = {s["stage"]: s["artifact"]["bytes"] / 1e6 for s in stages}
+    rows = [name for name in dict.fromkeys(t["contender"] for t in bench["timings"]) if name in median]
+    artifacts = [name for name in rows if name not in (REFERENCE, TORCH_INT8)]
+    names = [REFERENCE, TORCH_INT8] + artifacts
+    sizes = [data["reference"]["bytes"] / 1e6, float("nan")] + [bytes_of[n.split(":", 1)[1]] for n in artifacts]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2 + 0.25 * max(0, len(names) - 6)))
+    bars = left.barh(names, sizes, color=["#888888", "#bbbbbb"] + ["#3b75af"] * len(artifacts))
     left.bar_label(bars, fmt="%.2f MB", padding=3)
     left.set_xlabel("file size, MB (PyTorch int8: in memory only)")
     left.set_title("Size")
     left.invert_yaxis()
-    bars = right.barh(names, [median[n] for n in names], color=["#888888", "#bbbbbb"] + ["#e1812c"] * len(stages))
+    bars = right.barh(names, [median[n] for n in names], color=["#888888", "#bbbbbb"] + ["#e1812c"] * len(artifacts))
     right.bar_label(bars, fmt="%.2f ms", padding=3)
     right.set_xlabel(f"median latency, ms (batch 1, length {case.split('_l')[1]}, {bench['threads']} threads)")
     right.set_title("Latency (lower is better)")
@@ -53,7 +58,9 @@ def _by_length(bench: dict[str, Any], path: Path) -> str:
 
     series: dict[str, list[tuple[int, float]]] = {}
     for t in bench["by_length"]:
-        series.setdefault(t["contender"], []).append((t["length"], t["median_ms"]))
+        series.setdefault(bench.get("chart_rows", {}).get(t["contender"], t["contender"]), []).append(
+            (t["length"], t["median_ms"])
+        )
     fig, axis = plt.subplots(figsize=(7.5, 4.5))
     for name, points in series.items():
         points.sort()

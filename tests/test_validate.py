@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.check import compare, judge
+from workbench.validate import compare, judge
 from workbench.recipe import Accept
 
 REFERENCE = np.array([[5.0, -5.0], [0.1, 0.2], [1.0, 0.0], [-2.0, 2.0]], dtype=np.float32)

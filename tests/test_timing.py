@@ -1,0 +1,231 @@
+"""The measuring machinery on tiny real models and real runners; no test asserts a wall-clock speed of the product."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import task
+from workbench.cli import main
+from workbench.recipe import InputSpec
+from workbench.runtimes import REFERENCE, TORCH_INT8, Runner
+from workbench.runtimes import onnxruntime as ort_engine
+from workbench.runtimes import torch as torch_runners
+from workbench.timing import measure, tune
+
+TINY_BENCH = (
+    "bench: {budget_seconds: 0.05, latency_lengths: [8, 16], throughput: {batch: 4, length: 16}, "
+    "chart_lengths: [4, 16]}\n"
+)
+TEXT = (InputSpec(name="text"),)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny")
+    model = task.TextClassifier(vocab_size=50, embed_dim=8, hidden_dim=16)
+    torch.save(model.state_dict(), folder / "tiny.pt")
+    return model.eval(), Path(task.convert(folder / "tiny.pt", folder / "tiny.onnx"))
+
+
+class Sleeper(Runner):
+    """A runner whose cost is known in advance: it sleeps ``seconds`` per call."""
+
+    engine = "sleep"
+    precision = "none"
+    input_names = ("text",)
+
+    def __init__(self, name: str, seconds: float):
+        self.name, self.seconds = name, seconds
+
+    def infer(self, feeds):
+        time.sleep(self.seconds)
+        return {"logits": np.zeros((1, 2), np.float32)}
+
+
+def test_measure_times_every_contender_and_reports_spread(tiny_onnx):
+    model, path = tiny_onnx
+    names = (model, ("text",), "logits")
+    runners = [
+        torch_runners.fp32(REFERENCE, *names),
+        torch_runners.dynamic_int8(TORCH_INT8, *names),
+        ort_engine.load_file(path, 1, name="onnx"),
+    ]
+    case = measure.Case("b2_l8", 2, 8)
+    timings = measure.measure(runners, case, measure.inputs(case, TEXT, vocab_size=50), budget_s=0.2)
+    assert [t.contender for t in timings] == [REFERENCE, TORCH_INT8, "onnx"]
+    for t in timings:
+        assert t.runs >= measure.BLOCKS * measure.MIN_BLOCK_RUNS
+        assert 0 < t.min_ms <= t.median_ms <= t.p90_ms <= t.max_ms and t.iqr_ms >= 0
+        assert t.samples_per_s == pytest.approx(2 / (t.median_ms / 1000))
+
+
+def test_speedups_reflect_known_costs():
+    """Two runners whose costs are known (sleeps of 4 ms and 2 ms): the measured ratio is about 2, and the
+    medians are at least the sleeps. An independent fact, not the formula restated."""
+    slow, fast = Sleeper("slow", 0.004), Sleeper("fast", 0.002)
+    case = measure.Case("b1_l4", 1, 4)
+    timings = measure.measure([slow, fast], case, measure.inputs(case, TEXT, vocab_size=10), budget_s=0.3)
+    medians = {t.contender: t.median_ms for t in timings}
+    assert medians["slow"] >= 4.0 and medians["fast"] >= 2.0
+    ratio = measure.speedups(timings, baseline="slow")[("fast", "b1_l4")]
+    assert 1.5 < ratio < 2.5, medians
+
+
+def test_inputs_are_seeded_and_laid_out():
+    case = measure.Case("c", 3, 5)
+    inputs = (
+        InputSpec(name="ids", axes=("sequence", "batch")),
+        InputSpec(name="m", feed="mask", axes=("batch", "sequence")),
+    )
+    a = measure.inputs(case, inputs, vocab_size=10)
+    assert a["ids"].shape == (5, 3) and a["ids"].max() < 10 and a["m"].shape == (3, 5) and a["m"].all()
+    assert all(np.array_equal(a[k], measure.inputs(case, inputs, vocab_size=10)[k]) for k in a)
+    assert not np.array_equal(a["ids"], measure.inputs(case, inputs, vocab_size=10, seed=1)["ids"])
+
+
+def test_tuning_saves_a_loadable_config_that_reproduces_the_default(tiny_onnx, tmp_path):
+    _, path = tiny_onnx
+    result = tune.tune(path, "tiny", measure.Case("b1_l16", 1, 16), TEXT, threads=2, vocab_size=50, budget_s=0.1)
+    assert len(result.trials) == len(tune.grid(2)) == 8 and result.trials[0].options == tune.grid(2)[0]
+    assert result.best.identical and result.best.median_ms == min(t.median_ms for t in result.trials if t.identical)
+    copy = tmp_path / "m.onnx"
+    shutil.copy(path, copy)
+    saved = tune.save(result, copy)
+    assert saved.name == "m.onnx.session.json"
+    assert json.loads(saved.read_text())["session_options"] == result.best.options
+    runner = tune.tuned_session(copy)
+    ids = {"text": np.array([[1], [2], [3]])}
+    assert np.array_equal(runner.first_output(ids), ort_engine.load_file(path, 2).first_output(ids))
+
+
+def test_a_faster_trial_whose_outputs_differ_is_never_chosen():
+    default = tune.Trial({"n": 0}, 5.0, True)
+    faster_but_different = tune.Trial({"n": 1}, 1.0, False)
+    slower_same = tune.Trial({"n": 2}, 6.0, True)
+    second_best_same = tune.Trial({"n": 3}, 4.0, True)
+    assert tune.choose([default, faster_but_different, slower_same, second_best_same]) is second_best_same
+    assert tune.choose([default, faster_but_different]) is default
+
+
+def test_outputs_that_differ_are_flagged(tiny_onnx):
+    """The identity check tuning relies on, on real runners: the same file twice is identical; the same graph with
+    one weight changed is not."""
+    import onnx
+
+    _, path = tiny_onnx
+    proto = onnx.load(str(path))
+    init = next(i for i in proto.graph.initializer if list(i.dims) == [2, 16])  # the classifier's weight
+    init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) + 1e-3, init.name))
+    other = path.with_name("other.onnx")
+    onnx.save(proto, str(other))
+    runners = [ort_engine.load_file(p, 1) for p in (path, path, other)]
+    assert tune.identical_to_first(runners, TEXT, vocab_size=50) == [True, True, False]
+
+
+def _recipe(project: Path, name: str, stages: str, extra: str = "") -> Path:
+    path = project / f"{name}.yaml"
+    path.write_text(
+        "model: {class: task:TextClassifier, weights: model.pt}\n"
+        "data: {synthetic: {size: 40, seed: 2, min_len: 4, max_len: 24}}\n" + TINY_BENCH + extra + stages
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two benchmarked runs, read (never changed) by the tests below."""
+    project = tmp_path_factory.mktemp("runs")
+    for name in ("task.py", "model.pt"):
+        shutil.copy(Path(task.__file__).parent / name, project / name)
+    fp32 = _recipe(project, "fp32", "stages:\n  - export: {}\n")
+    int8 = _recipe(
+        project,
+        "int8",
+        "stages:\n  - export: {}\n  - simplify: {}\n  - quantize_dynamic: {op_types: [LSTM, Gemm, Gather]}\n",
+        extra="runtimes: [onnxruntime, openvino]\n",
+    )
+    assert main(["run", str(fp32), "--quiet"]) == 0
+    assert main(["run", str(int8), "--quiet"]) == 0
+    return project
+
+
+def test_run_reports_benchmarks_charts_and_tuning(two_runs):
+    folder = two_runs / "reports" / "int8"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    figures = metrics["bench"]
+    stages = ("export", "simplify", "quantize_dynamic")
+    rows = {f"{engine}:{stage}" for engine in ("onnxruntime", "openvino") for stage in stages}
+    assert {t["contender"] for t in figures["timings"]} == {REFERENCE, TORCH_INT8} | rows
+    assert {t["case"] for t in figures["timings"]} == {"b1_l8", "b1_l16", "b4_l16"}
+    assert figures["precisions"]["onnxruntime:quantize_dynamic"].startswith("int8: DynamicQuantizeLSTM")
+    assert "no int8 arithmetic at run time" in figures["precisions"]["openvino:quantize_dynamic"]
+    assert figures["precisions"][TORCH_INT8] == "int8 dynamic: Linear, LSTM"
+    assert set(figures["chart_rows"]) == {REFERENCE, TORCH_INT8, "onnxruntime:export", "onnxruntime:quantize_dynamic"}
+    assert figures["tuning"]["row"] == "onnxruntime:quantize_dynamic"
+    assert (folder / "quantize_dynamic.onnx.session.json").is_file()
+    assert "DynamicQuantizeLSTM" in figures["profile"]["op_share"]
+    assert sum(figures["profile"]["op_share"].values()) == pytest.approx(1.0)
+    report = (folder / "report.md").read_text()
+    for chart in ("size_latency.png", "latency_by_length.png"):
+        png = (folder / chart).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+        assert f"]({chart})" in report
+    assert "## Speed" in report and "### Session tuning" in report and "### Where the time goes" in report
+    fastest = min((t for t in figures["timings"] if t["case"] == "b1_l16"), key=lambda t: t["median_ms"])
+    assert f"- fastest at b1_l16: **{fastest['contender']}**" in report
+    assert not figures["cached"]
+
+
+def test_no_bench_says_so(tmp_path):
+    for name in ("task.py", "model.pt"):
+        shutil.copy(Path(task.__file__).parent / name, tmp_path / name)
+    path = _recipe(tmp_path, "plain", "stages:\n  - export: {}\n")
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 0
+    folder = tmp_path / "reports" / "plain"
+    assert json.loads((folder / "metrics.json").read_text())["bench"] is None
+    assert "Not measured in this run" in (folder / "report.md").read_text()
+    assert not (folder / "size_latency.png").exists()
+
+
+def test_compare_two_runs(two_runs, capsys, monkeypatch):
+    from workbench import runs_diff
+
+    monkeypatch.setenv("COLUMNS", "250")  # rich folds long names in a narrow terminal
+    header, rows = runs_diff.table([two_runs / "reports" / "fp32", two_runs / "reports" / "int8"])
+    assert header == ["stage", "figure", "fp32", "int8", "change fp32 -> int8"]
+    cells = {(r[0], r[1]): r for r in rows}
+    row = "onnxruntime:quantize_dynamic"
+    assert cells[(row, "share")][2] == "-" and cells[(row, "share")][3].endswith("%")
+    assert cells[("onnxruntime:export", "bytes")][4] == "+0.0%"
+    assert cells[("onnxruntime:export", "latency b1_l16")][2].endswith(" ms")
+    assert ("openvino:export", "bytes") in cells
+    assert main(["compare", str(two_runs / "reports" / "fp32"), str(two_runs / "reports" / "int8")]) == 0
+    assert "quantize_dynamic" in capsys.readouterr().out
+    assert main(["compare", str(two_runs / "nowhere")]) == 2
+
+
+def test_bench_command_on_files(two_runs, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich folds long names in a narrow terminal
+    folder = two_runs / "reports" / "int8"
+    files = [str(folder / "export.onnx"), str(folder / "quantize_dynamic.onnx")]
+    assert main(["bench", *files, "--budget", "0.05", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "x: export.onnx's median" in out and "quantize_dynamic.onnx" in out
+    assert main(["bench", files[1], "--recipe", str(two_runs / "int8.yaml"), "--budget", "0.05"]) == 0
+    assert TORCH_INT8 in capsys.readouterr().out
+    assert main(["bench", files[1], "--runtime", "openvino", "--budget", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "openvino:quantize_dynamic.onnx" in out and "no int8 arithmetic" in out
+    assert main(["bench", files[1], "--runtime", "tensorrt"]) == 2
+    assert "unknown engine; known engines: onnxruntime, openvino" in capsys.readouterr().err
+    (two_runs / "junk.onnx").write_bytes(b"junk")
+    assert main(["bench", str(two_runs / "junk.onnx")]) == 2
+    assert "not a readable ONNX model" in capsys.readouterr().err

@@ -1,0 +1,174 @@
+"""``workbench run``: the run under a lock, a live progress display, benchmarks (cached), the report published whole."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from workbench import run
+from workbench.recipe import Recipe
+from workbench.render import charts, metrics, report, terminal
+from workbench.runtimes import NotApplicable, row_name
+from workbench.runtimes.pool import Pool
+from workbench.store import publish
+from workbench.store.cache import Cache
+from workbench.timing import cache as bench_cache
+from workbench.timing import suite, tune
+
+
+class RichProgress(run.Progress):
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def stage(self, name: str) -> None:
+        self.tasks[name] = self.progress.add_task(f"{name}", total=None)
+
+    def validating(self, name: str, total: int) -> Callable[[int], None]:
+        task = self.tasks[name.split(":")[-1]] if name not in self.tasks else self.tasks[name]
+        self.progress.update(task, total=total, completed=0, description=f"{name}: validating")
+        return lambda n: self.progress.advance(task, n)
+
+    def done(self, name: str, outcome: str) -> None:
+        task = self.tasks[name]
+        total = self.progress.tasks[task].total or 1
+        self.progress.update(task, total=total, completed=total, description=f"{name}: {outcome}")
+
+
+@dataclass(frozen=True)
+class Timings:
+    """What the command took, split the way the report shows it."""
+
+    total: float
+    validation: float
+    benchmarks: float
+
+
+class _Captured(logging.Handler):
+    """Root-logger lines of third-party code (e.g. onnxruntime's quantizer): kept for the report's notes."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    force: bool,
+    threads: int | None,
+    quiet: bool,
+    bench: bool = True,
+    rebench: bool = False,
+    started: float | None = None,
+) -> int:
+    started = time.perf_counter() if started is None else started
+    console = Console(stderr=True, quiet=quiet)
+    threads = run.threads_for(recipe, threads)
+    captured = _Captured()
+    root = logging.getLogger()
+    root.addHandler(captured)
+    try:
+        with publish.locked(recipe.report_dir), warnings.catch_warnings(record=True) as caught:
+            run.pause("locked")
+            warnings.simplefilter("always")
+            columns = (
+                SpinnerColumn(),
+                TextColumn("{task.description:<44}"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=console) as progress:
+                source, model_key = run.torch_source(recipe)
+                pool = Pool(threads, source.module, source.input_names, source.output_name)
+                result = run.run(recipe, source, model_key, pool, force=force, progress=RichProgress(progress))
+                t0 = time.perf_counter()
+                figures = None
+                if bench and recipe.settings.bench.enabled:
+                    figures = _benchmark(recipe, result, pool, model_key, progress, force=force or rebench)
+                bench_s = time.perf_counter() - t0
+            notes = _notes(captured.lines, [str(w.message) for w in caught])
+            timings = Timings(time.perf_counter() - started, result.validation_seconds, bench_s)
+            written: dict = {}
+            publish.publish(
+                recipe.report_dir, lambda folder: written.update(_fill(result, figures, notes, timings, folder))
+            )
+    finally:
+        root.removeHandler(captured)
+    terminal.summary(recipe, written, quiet)
+    return 0 if result.passed else 1
+
+
+def _benchmark(
+    recipe: Recipe, result: run.RunResult, pool: Pool, model_key: str, progress: Progress, *, force: bool
+) -> suite.BenchResult:
+    task = progress.add_task("benchmarks", total=None)
+    contenders = [suite.Contender(pool.reference(), None, "fp32"), suite.Contender(pool.torch_int8(), None, "int8")]
+    identities: list[dict] = [{"row": c.runner.name, "model": model_key} for c in contenders]
+    runtimes = {r.name: r for r in recipe.runtimes}
+    for record in result.records:
+        for check in record.checks:
+            if record.artifact is None or check.not_applicable is not None:
+                continue
+            runtime = runtimes[check.engine]
+            try:
+                runner = pool.artifact(runtime.name, runtime.params, record.stage, record.artifact.path)
+            except NotApplicable:
+                continue
+            contenders.append(suite.Contender(runner, record.stage, record.precision, record.artifact.path))
+            identities.append(
+                {
+                    "row": row_name(runtime.name, record.stage),
+                    "sha256": record.artifact.sha256,
+                    "version": result.environment.get(runtime.name),
+                    "params": runtime.params.model_dump(mode="json"),
+                }
+            )
+    spec = recipe.settings.bench
+    key = bench_cache.bench_key(identities, spec.model_dump(mode="json"), pool.threads, run.machine())
+    started = time.perf_counter()
+
+    def note(text: str) -> None:
+        progress.update(task, description=f"benchmarks: {text}"[:44])
+
+    figures = bench_cache.cached(
+        Cache(recipe.root / run.CACHE_DIR),
+        key,
+        lambda: suite.run(
+            contenders, spec, recipe.model.inputs, threads=pool.threads, vocab_size=recipe.model.vocab_size, note=note
+        ),
+        force=force,
+    )
+    outcome = f"cached, measured {figures.measured_at}" if figures.cached else f"{time.perf_counter() - started:.0f} s"
+    progress.update(task, total=1, completed=1, description=f"benchmarks: {outcome}"[:44])
+    return figures
+
+
+def _notes(log_lines: list[str], warning_lines: list[str]) -> list[str]:
+    """Third-party messages worth keeping, once each, for the report (never the terminal)."""
+    seen = dict.fromkeys(line.strip() for line in log_lines + warning_lines if line.strip())
+    return [line[:500] for line in seen]
+
+
+def _fill(
+    result: run.RunResult, figures: suite.BenchResult | None, notes: list[str], timings: Timings, folder: Path
+) -> dict:
+    copies = run.copy_artifacts(result, folder)
+    if figures is not None and figures.tuning is not None and figures.tuning.stage in copies:
+        tune.save(figures.tuning, copies[figures.tuning.stage])
+    data = metrics.metrics(result, figures, copies, notes=notes, timings=timings.__dict__)
+    data["charts"] = charts.write(data, folder)
+    report.write(data, result.recipe.text, folder)
+    run.pause("publish")
+    return data

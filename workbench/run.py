@@ -1,0 +1,485 @@
+"""Run a recipe: the torch reference, each stage (or its cache entry), each artifact validated on every engine.
+
+Produces typed records; knows nothing of ONNX internals (stages and engines do), of timing or of markdown.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench import __version__, data, validate
+from workbench.artifact import Artifact, describe
+from workbench.errors import StageError
+from workbench.model import build, import_class, load_state_dict
+from workbench.recipe import Accept, Recipe, RuntimeConfig, StageConfig
+from workbench.runtimes import ENGINES, NotApplicable, Runner, row_name
+from workbench.runtimes.pool import Pool
+from workbench.stages import REGISTRY, Source, TorchSource
+from workbench.store.cache import Cache
+from workbench.store.files import file_sha256, key
+from workbench.validate import BatchDependence, StageCheck
+
+CACHE_DIR = ".workbench-cache"
+BATCH_DEPENDENCE_SAMPLES = 256  # int8 artifacts: this many samples are also run alone, one at a time
+PAUSE_ENV = "WORKBENCH_TEST_PAUSE_AT"  # tests only: stop at a named point until a file appears (see pause())
+
+
+@dataclass(frozen=True)
+class EngineCheck:
+    """One artifact on one engine: what really ran and how it compared with the reference."""
+
+    engine: str
+    row: str  # "<engine>:<stage>"
+    precision: str
+    cached: bool
+    check: StageCheck | None = None
+    not_applicable: str | None = None  # the engine's reason for refusing the artifact
+    padding: StageCheck | None = None  # padded mixed-length batches against the unpadded run
+    batch_dependence: BatchDependence | None = None
+
+    @property
+    def passed(self) -> bool:
+        if self.not_applicable is not None:
+            return True  # shown, never a failure: the engine cannot run this artifact
+        return self.check is not None and self.check.passed and (self.padding is None or self.padding.passed)
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One stage of one run: what went in, what came out, what it cost, how it checked out on each engine."""
+
+    stage: str
+    precision: str  # the stage's declared precision ("fp32" or "int8"): picks thresholds
+    params: dict[str, Any]
+    parent: str  # sha256 of the input artifact, or of the weights for the first stage
+    artifact: Artifact | None
+    facts: dict[str, Any]
+    seconds: float
+    cached: bool
+    checks: tuple[EngineCheck, ...] = ()
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        ran = [c for c in self.checks if c.not_applicable is None]
+        return self.error is None and bool(ran) and all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[str]:
+        if self.error is not None:
+            return [self.error]
+        out = [f"{c.row}: {f}" for c in self.checks if c.check is not None for f in c.check.failures]
+        out += [f"{c.row}: padded batches: {f}" for c in self.checks if c.padding is not None for f in c.padding.failures]
+        if not any(c.not_applicable is None for c in self.checks):
+            out.append("no engine could run the artifact")
+        return out
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The fp32 torch model's facts and outputs on the evaluation set."""
+
+    weights: Path
+    weights_sha256: str
+    weights_bytes: int
+    accuracy: float
+    samples: int
+    seconds: float
+    cached: bool
+    padding: StageCheck | None = None  # the torch model itself on padded batches
+
+
+@dataclass(frozen=True)
+class RunResult:
+    recipe: Recipe
+    reference: Reference
+    records: tuple[StageRecord, ...]
+    environment: dict[str, str]
+    threads: int
+    started: str
+    seconds: float
+    validation_seconds: float
+    skipped: tuple[str, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        return all(record.passed for record in self.records) and not self.skipped
+
+
+class Progress:
+    """What the run tells the terminal; the CLI gives a rich-backed one, tests a silent one."""
+
+    def stage(self, name: str) -> None: ...
+    def done(self, name: str, outcome: str) -> None: ...
+    def validating(self, name: str, total: int) -> Callable[[int], None]:
+        return lambda n: None
+
+
+def pause(point: str) -> None:
+    """Tests only: when ``WORKBENCH_TEST_PAUSE_AT`` names ``point``, write ``<dir>/<point>.reached`` and wait
+    (up to 60 s) for ``<dir>/<point>.go``; the value is ``point=dir``. Lets a test kill or race a run at a
+    known place instead of polling for it."""
+    setting = os.environ.get(PAUSE_ENV, "")
+    name, _, folder = setting.partition("=")
+    if name != point or not folder:
+        return
+    (Path(folder) / f"{point}.reached").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while not (Path(folder) / f"{point}.go").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def tool_versions(runtimes: tuple[RuntimeConfig, ...] = ()) -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import onnxsim
+    import torch
+
+    versions = {
+        "workbench": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxsim": onnxsim.__version__,
+        "numpy": np.__version__,
+    }
+    for runtime in runtimes:
+        versions.setdefault(runtime.name, ENGINES[runtime.name].version())
+    return versions
+
+
+def machine() -> dict[str, str]:
+    """CPU model and core count: what a benchmark's figures belong to."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": str(os.cpu_count())}
+
+
+def environment(threads: int, runtimes: tuple[RuntimeConfig, ...]) -> dict[str, str]:
+    return {**tool_versions(runtimes), **machine(), "threads": str(threads), "platform": platform.platform()}
+
+
+def evaluation_set(recipe: Recipe) -> list[data.Sample]:
+    spec = recipe.settings.data
+    vocab = recipe.model.vocab_size
+    if spec.jsonl is not None:
+        return data.load_jsonl(recipe.resolve(spec.jsonl), vocab_size=vocab)
+    syn = spec.synthetic
+    return data.synthetic(
+        syn.size, seed=syn.seed, split="held_out", min_len=syn.min_len, max_len=syn.max_len, vocab_size=vocab
+    )
+
+
+def example_inputs(recipe: Recipe) -> tuple[Any, ...]:
+    """One example per declared input for the exporter: seeded ids, a mask with padding at the end
+    (so a model that skips an all-ones mask cannot bake that shortcut into the graph), zeros."""
+    import torch
+
+    spec = recipe.model
+    n = spec.example_length
+    tokens = np.random.default_rng(0).integers(0, spec.vocab_size, size=(2, n))
+    mask = np.ones_like(tokens)
+    if n > 1:
+        mask[1, n // 2 :] = 0
+    return tuple(torch.from_numpy(array) for array in data.feeds(tokens, mask, spec.inputs).values())
+
+
+def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
+    """The eval-mode module ready for export, and a key naming exactly what it was built from."""
+    import torch
+
+    spec = recipe.model
+    cls = import_class(spec.class_, search_path=recipe.root)
+    weights = recipe.resolve(spec.weights)
+    module = build(cls, dict(spec.kwargs), load_state_dict(weights), source=weights)
+    weights_sha = file_sha256(weights)
+    try:
+        code_sha = file_sha256(Path(inspect.getsourcefile(cls) or ""))
+    except (OSError, TypeError):
+        code_sha = "unknown"
+    axes = {i.name: {n: axis for n, axis in enumerate(i.axes)} for i in spec.inputs}
+    axes[spec.output] = {0: "batch"}
+    metadata = {
+        "model_class": spec.class_,
+        "weights_sha256": weights_sha,
+        "torch_version": torch.__version__,
+        "vocab_size": str(spec.vocab_size),
+        "producer": f"workbench {__version__}",
+    }
+    names = tuple(i.name for i in spec.inputs)
+    source = TorchSource(module, names, spec.output, example_inputs(recipe), axes, metadata)
+    model_dump = spec.model_dump(exclude={"weights"})
+    return source, key(spec.class_, code_sha, weights_sha, spec.kwargs, model_dump)
+
+
+def threads_for(recipe: Recipe | None, override: int | None = None) -> int:
+    """The one rule for threads: the command line, else the recipe, else every core."""
+    return override or (recipe.settings.threads if recipe else None) or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluation set and how to feed it, the same for the reference and every artifact."""
+
+    samples: list[data.Sample]
+    labels: np.ndarray
+    inputs: tuple[Any, ...]
+    batch_size: int
+    key: str
+    padding: bool  # the model takes an attention mask: padded batches are checked too
+
+    def logits(self, runner: Runner, advance: Callable[[int], None] | None = None, *, padded: bool = False):
+        return validate.logits(
+            runner, self.samples, self.inputs, batch_size=self.batch_size, padded=padded, advance=advance
+        )
+
+
+def evaluation(recipe: Recipe) -> Evaluation:
+    samples = evaluation_set(recipe)
+    spec = recipe.settings.data
+    jsonl = recipe.resolve(spec.jsonl) if spec.jsonl else None
+    return Evaluation(
+        samples,
+        np.array([s.label for s in samples]),
+        recipe.model.inputs,
+        spec.batch_size,
+        key(spec.model_dump(), file_sha256(jsonl) if jsonl else None, [i.model_dump() for i in recipe.model.inputs]),
+        recipe.model.has_mask,
+    )
+
+
+def run(
+    recipe: Recipe,
+    source: TorchSource,
+    model_key: str,
+    pool: Pool,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Every stage in order, each validated on every engine; stops at the first failure unless told otherwise."""
+    progress = progress or Progress()
+    started = time.perf_counter()
+    cache = Cache(recipe.root / CACHE_DIR)
+    versions = tool_versions(recipe.runtimes)
+    ev = evaluation(recipe)
+
+    progress.stage("reference")
+    t0 = time.perf_counter()
+    arrays, _, reference_cached = _cached_arrays(
+        cache,
+        key("reference", model_key, ev.key, versions["torch"]),
+        force,
+        lambda: _reference_arrays(pool.reference(), ev, progress.validating("reference", len(ev.samples))),
+    )
+    reference_logits = arrays["logits"]
+    weights = recipe.resolve(recipe.model.weights)
+    fp32_accept = recipe_fp32_accept()
+    reference = Reference(
+        weights,
+        source.metadata["weights_sha256"],
+        weights.stat().st_size,
+        float(np.mean(reference_logits.argmax(1) == ev.labels)),
+        len(ev.samples),
+        time.perf_counter() - t0,
+        reference_cached,
+        _padding_check(arrays, reference_logits, ev.labels, fp32_accept),
+    )
+    progress.done("reference", f"accuracy {reference.accuracy:.2%}")
+    validation_s = time.perf_counter() - t0
+
+    records: list[StageRecord] = []
+    parent_key, parent_sha, parent_path = model_key, reference.weights_sha256, None
+    skipped: tuple[str, ...] = ()
+    for index, config in enumerate(recipe.stages):
+        progress.stage(config.name)
+        stage_source = Source(torch=source if parent_path is None else None, onnx=parent_path)
+        record, parent_key, parent_path = _run_stage(
+            config, stage_source, parent_key, parent_sha, cache, versions, force
+        )
+        if record.artifact is not None:
+            t1 = time.perf_counter()
+            checks = tuple(
+                _check_on(runtime, record, config.accept, ev, reference_logits, pool, cache, force, progress)
+                for runtime in recipe.runtimes
+            )
+            validation_s += time.perf_counter() - t1
+            record = StageRecord(**{**record.__dict__, "checks": checks})
+            parent_sha = record.artifact.sha256
+        records.append(record)
+        progress.done(config.name, "passed" if record.passed else "FAILED")
+        if not record.passed and (record.artifact is None or not recipe.settings.continue_on_failure):
+            skipped = tuple(c.name for c in recipe.stages[index + 1 :])
+            break
+    return RunResult(
+        recipe,
+        reference,
+        tuple(records),
+        environment(pool.threads, recipe.runtimes),
+        pool.threads,
+        datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        time.perf_counter() - started,
+        validation_s,
+        skipped,
+    )
+
+
+def recipe_fp32_accept() -> Accept:
+    from workbench.recipe import DEFAULT_ACCEPT
+
+    return DEFAULT_ACCEPT["fp32"]
+
+
+def _reference_arrays(runner: Runner, ev: Evaluation, advance: Callable[[int], None]) -> dict[str, np.ndarray]:
+    pause("reference")
+    arrays = {"logits": ev.logits(runner, advance)}
+    if ev.padding:
+        arrays["padded"] = ev.logits(runner, padded=True)
+    return arrays
+
+
+def _padding_check(arrays: dict[str, np.ndarray], unpadded: np.ndarray, labels: np.ndarray, accept: Accept):
+    if "padded" not in arrays:
+        return None
+    comparison = validate.compare(arrays["padded"], unpadded, labels, rtol=accept.rtol or 0.0)
+    return validate.judge(comparison, accept)
+
+
+def _cached_arrays(
+    cache: Cache, entry_key: str, force: bool, compute: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    """Arrays (and facts: the ``facts`` entry of ``compute``'s result) from the cache, or computed and stored."""
+    hit = None if force else cache.get(entry_key)
+    if hit is not None:
+        folder, facts = hit
+        return {p.stem: np.load(p) for p in folder.glob("*.npy")}, facts, True
+    with cache.put(entry_key) as (scratch, facts):
+        result = compute()
+        facts.update(result.pop("facts", {}))
+        for name, array in result.items():
+            np.save(scratch / f"{name}.npy", array)
+    return result, facts, False
+
+
+def _run_stage(
+    config: StageConfig,
+    source: Source,
+    parent_key: str,
+    parent_sha: str,
+    cache: Cache,
+    versions: dict[str, str],
+    force: bool,
+) -> tuple[StageRecord, str, Path | None]:
+    spec = REGISTRY[config.name]
+    params = config.params.model_dump(mode="json")
+    stage_key = key("stage", config.name, params, parent_key, versions)
+    t0 = time.perf_counter()
+    hit = None if force else cache.get(stage_key)
+    cached = hit is not None
+    if hit is None:
+        try:
+            with cache.put(stage_key) as (scratch, facts):
+                facts.update(spec.run(source, config.params, scratch / f"{config.name}.onnx"))
+                facts["seconds"] = time.perf_counter() - t0
+                pause(f"stage:{config.name}")
+        except StageError as exc:
+            record = StageRecord(
+                config.name, spec.precision, params, parent_sha, None, {}, time.perf_counter() - t0, False, (), str(exc)
+            )
+            return record, stage_key, None
+        hit = cache.get(stage_key)
+        assert hit is not None, "a cache entry just written failed its hash check"
+    folder, facts = hit
+    artifact = describe(folder / f"{config.name}.onnx")
+    seconds = facts.pop("seconds", 0.0)
+    record = StageRecord(config.name, spec.precision, params, parent_sha, artifact, facts, seconds, cached)
+    # the next stage is keyed by this artifact's content, so an equal artifact reuses downstream work
+    return record, key(stage_key, artifact.sha256), artifact.path
+
+
+def _check_on(
+    runtime: RuntimeConfig,
+    record: StageRecord,
+    accept: Accept,
+    ev: Evaluation,
+    reference_logits: np.ndarray,
+    pool: Pool,
+    cache: Cache,
+    force: bool,
+    progress: Progress,
+) -> EngineCheck:
+    """Validate one artifact on one engine (cached by artifact, data, engine, its version and parameters)."""
+    assert record.artifact is not None
+    row = row_name(runtime.name, record.stage)
+    int8 = record.precision == "int8"
+    entry = key(
+        "check",
+        record.artifact.sha256,
+        ev.key,
+        runtime.name,
+        ENGINES[runtime.name].version(),
+        runtime.params.model_dump(mode="json"),
+        int8 and BATCH_DEPENDENCE_SAMPLES,
+    )
+
+    def compute() -> dict[str, Any]:
+        try:
+            runner = pool.artifact(runtime.name, runtime.params, record.stage, record.artifact.path)
+        except NotApplicable as refusal:
+            return {"facts": {"not_applicable": str(refusal)}}
+        runner.check_inputs(tuple(i.name for i in ev.inputs), record.artifact.path)
+        pause(f"validate:{record.stage}")
+        arrays: dict[str, Any] = {"logits": ev.logits(runner, progress.validating(row, len(ev.samples)))}
+        if ev.padding:
+            arrays["padded"] = ev.logits(runner, padded=True)
+        if int8:
+            arrays["alone"] = validate.alone(runner, ev.samples[:BATCH_DEPENDENCE_SAMPLES], ev.inputs)
+        arrays["facts"] = {"precision": runner.precision}
+        return arrays
+
+    arrays, facts, cached = _cached_arrays(cache, entry, force, compute)
+    if "not_applicable" in facts:
+        return EngineCheck(runtime.name, row, "not run", cached, not_applicable=facts["not_applicable"])
+    logits = arrays["logits"]
+    comparison = validate.compare(logits, reference_logits, ev.labels, rtol=accept.rtol or 0.0)
+    dependence = None
+    if "alone" in arrays:
+        dependence = validate.batch_dependence(logits[: len(arrays["alone"])], arrays["alone"])
+    return EngineCheck(
+        runtime.name,
+        row,
+        facts["precision"],
+        cached,
+        check=validate.judge(comparison, accept),
+        padding=_padding_check(arrays, logits, ev.labels, accept),
+        batch_dependence=dependence,
+    )
+
+
+def copy_artifacts(result: RunResult, folder: Path) -> dict[str, Path]:
+    """Copy each stage's files into ``folder`` as ``<stage>.onnx`` (+ external data); return new paths."""
+    copies = {}
+    for record in result.records:
+        if record.artifact is not None:
+            for name in record.artifact.files:
+                shutil.copy2(record.artifact.path.parent / name, folder / name)
+            copies[record.stage] = folder / record.artifact.path.name
+    return copies

@@ -1,0 +1,93 @@
+"""onnxruntime: providers and session options are parameters; tuned options saved beside a file load here too."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from workbench.runtimes import EngineParams, engine
+from workbench.runtimes.base import NotApplicable, Runner
+
+# ops whose presence means onnxruntime runs int8 arithmetic (dynamic or static quantization)
+INT8_OPS = frozenset(
+    {
+        "DynamicQuantizeLSTM",
+        "MatMulInteger",
+        "DynamicQuantizeMatMul",
+        "QAttention",
+        "ConvInteger",
+        "QLinearMatMul",
+        "QLinearConv",
+        "QGemm",
+    }
+)
+
+
+class OnnxRuntimeParams(EngineParams):
+    providers: tuple[str, ...] = Field(("CPUExecutionProvider",), min_length=1, strict=False)
+    graph_optimization_level: Literal[
+        "ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"
+    ] = "ORT_ENABLE_ALL"
+    execution_mode: Literal["ORT_SEQUENTIAL", "ORT_PARALLEL"] = "ORT_SEQUENTIAL"
+
+
+def session(path: Path, threads: int, options: dict[str, Any] | None = None, providers: tuple[str, ...] = ()) -> Any:
+    """An onnxruntime session with explicit threads and options (names as in ``ort.SessionOptions``)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: its warnings would reach the terminal
+    for name, value in (options or {}).items():
+        if name == "graph_optimization_level":
+            value = getattr(ort.GraphOptimizationLevel, value)
+        elif name == "execution_mode":
+            value = getattr(ort.ExecutionMode, value)
+        setattr(opts, name, value)
+    return ort.InferenceSession(str(path), opts, providers=list(providers or ("CPUExecutionProvider",)))
+
+
+def file_precision(path: Path) -> str:
+    """What onnxruntime will run: the file's int8 ops, or fp32 (it runs the graph as written)."""
+    import onnx
+
+    ops = Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+    int8 = {op: n for op, n in sorted(ops.items()) if op in INT8_OPS}
+    return "int8: " + ", ".join(f"{op} {n}" for op, n in int8.items()) if int8 else "fp32"
+
+
+class OnnxRuntimeRunner(Runner):
+    engine = "onnxruntime"
+
+    def __init__(self, name: str, sess: Any, precision: str):
+        self.name, self.session, self.precision = name, sess, precision
+        self.input_names = tuple(value.name for value in sess.get_inputs())
+        self.input_types = {value.name: value.type for value in sess.get_inputs()}
+        self.output_names = [value.name for value in sess.get_outputs()]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(None, feeds)))
+
+
+def load_file(path: Path, threads: int, options: dict[str, Any] | None = None, *, name: str = "") -> OnnxRuntimeRunner:
+    """A runner for ``path``; a file onnxruntime cannot load raises NotApplicable with its first line."""
+    options = dict(options or {})
+    providers = tuple(options.pop("providers", ()) or ())
+    try:
+        sess = session(path, threads, options, providers)
+    except Exception as exc:  # onnxruntime's untyped load errors
+        raise NotApplicable(f"onnxruntime cannot load this model: {str(exc).strip().splitlines()[0]}") from None
+    used = sess.get_providers()[0]
+    precision = file_precision(path) + ("" if used == "CPUExecutionProvider" else f" on {used}")
+    return OnnxRuntimeRunner(name or f"onnxruntime:{path.stem}", sess, precision)
+
+
+@engine("onnxruntime", params=OnnxRuntimeParams, module="onnxruntime")
+def load(path: Path, params: EngineParams, threads: int) -> Runner:
+    assert isinstance(params, OnnxRuntimeParams)
+    return load_file(path, threads, params.model_dump())

@@ -1,0 +1,72 @@
+"""OpenVINO (optional extra: ``pip install -e ".[openvino]"``), CPU plugin.
+
+Its CPU plugin picks bf16 by default on CPUs with avx512_bf16; here the inference precision is a
+parameter (default f32, so fp32 thresholds keep their meaning), and the precision that really ran is
+read off the compiled model's runtime graph.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from workbench.runtimes import EngineParams, engine
+from workbench.runtimes.base import NotApplicable, Runner
+
+# the runtime layers that hold the arithmetic; their precisions are what "ran"
+COMPUTE_LAYERS = ("RNNSeq", "RNNCell", "FullyConnected", "MatMul", "Convolution", "ScaledDotProductAttention", "MHA")
+INT8 = {"i8", "u8", "i4", "u4"}
+
+
+class OpenVinoParams(EngineParams):
+    inference_precision: Literal["f32", "bf16", "f16"] = "f32"
+    device: Literal["CPU"] = "CPU"
+
+
+class OpenVinoRunner(Runner):
+    engine = "openvino"
+
+    def __init__(self, name: str, compiled: Any, precision: str):
+        self.name, self.compiled, self.precision = name, compiled, precision
+        self.request = compiled.create_infer_request()
+        self.input_names = tuple(port.get_any_name() for port in compiled.inputs)
+        self.output_names = [port.get_any_name() for port in compiled.outputs]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.request.infer(feeds)
+        return {name: np.asarray(results[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
+
+
+def runtime_precision(compiled: Any) -> str:
+    """``f32: RNNSeq 1, FullyConnected 1``: each compute layer type at the precision it runs in."""
+    seen: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        layer, precision = info["layerType"].astype(str), info["runtimePrecision"].astype(str)
+        if layer in COMPUTE_LAYERS:
+            seen[precision][layer] += 1
+    if not seen:
+        return "unknown (no compute layers in the runtime graph)"
+    parts = [f"{p}: " + ", ".join(f"{layer} {n}" for layer, n in layers.items()) for p, layers in sorted(seen.items())]
+    return "; ".join(parts) + ("" if INT8 & set(seen) else " (no int8 arithmetic at run time)")
+
+
+@engine("openvino", params=OpenVinoParams, module="openvino", install='pip install -e ".[openvino]"')
+def load(path: Path, params: EngineParams, threads: int) -> Runner:
+    assert isinstance(params, OpenVinoParams)
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": params.inference_precision, "INFERENCE_NUM_THREADS": threads}
+    try:
+        compiled = core.compile_model(core.read_model(str(path)), params.device, config)
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line reasons
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next(
+            (line for line in lines if not line.startswith(("Exception from", "Check "))), lines[0] if lines else ""
+        )
+        raise NotApplicable(f"OpenVINO refused this model: {reason[:300]}") from None
+    return OpenVinoRunner(f"openvino:{path.stem}", compiled, runtime_precision(compiled))
