@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from workbench import run
 from workbench.recipe import Recipe
 from workbench.render import charts, metrics, report, terminal
-from workbench.runtimes import NotApplicable, row_name
+from workbench.runtimes import ENGINES, NotApplicable, row_name
 from workbench.runtimes.pool import Pool
 from workbench.store import publish
 from workbench.store.cache import Cache
@@ -131,7 +131,7 @@ def _benchmark(
                 {
                     "row": row_name(runtime.name, record.stage),
                     "sha256": record.artifact.sha256,
-                    "version": result.environment.get(runtime.name),
+                    "version": ENGINES[runtime.name].version(),
                     "params": runtime.params.model_dump(mode="json"),
                 }
             )

@@ -31,6 +31,7 @@ def import_class(spec: str, *, search_path: Path) -> type:
     if not module_name or not class_name:
         raise InputError(f"model class {spec!r} is not of the form 'module:Class'")
     with _on_path(search_path):
+        _forget_if_shadowed(module_name, search_path)
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
@@ -39,6 +40,21 @@ def import_class(spec: str, *, search_path: Path) -> type:
     if not isinstance(cls, type):
         raise InputError(f"module {module_name!r} has no class {class_name!r}")
     return cls
+
+
+def _forget_if_shadowed(module_name: str, search_path: Path) -> None:
+    """A top-level module imported earlier from elsewhere, that ``search_path`` also holds, is imported anew from
+    ``search_path`` (root first means first, in a long-lived process too)."""
+    import importlib.machinery
+
+    top = module_name.split(".")[0]
+    loaded = sys.modules.get(top)
+    spec = importlib.machinery.PathFinder.find_spec(top, [str(search_path)])
+    if loaded is None or spec is None or spec.origin is None or getattr(loaded, "__file__", None) is None:
+        return
+    if Path(loaded.__file__).resolve() != Path(spec.origin).resolve():
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -116,8 +116,8 @@ Length = Annotated[int, Field(ge=1, le=65536)]
 
 
 class Throughput(Strict):
-    batch: int = Field(64, ge=1, le=4096)
-    length: Length = 256
+    batch: int = Field(16, ge=1, le=4096)
+    length: Length = 128
 
 
 class BenchSpec(Strict):
@@ -127,7 +127,7 @@ class BenchSpec(Strict):
     budget_seconds: float = Field(1.0, gt=0, le=600)  # per case, for all contenders together
     latency_lengths: tuple[Length, ...] = Field((32, 256), min_length=1, strict=False)
     throughput: Throughput = Throughput()
-    chart_lengths: tuple[Length, ...] = Field((16, 64, 256, 1024), min_length=2, strict=False)
+    chart_lengths: tuple[Length, ...] = Field((16, 64, 256), min_length=2, strict=False)
     tune: bool = True  # try a small grid of onnxruntime session options on the final artifact
 
 

@@ -80,7 +80,9 @@ class StageRecord:
         if self.error is not None:
             return [self.error]
         out = [f"{c.row}: {f}" for c in self.checks if c.check is not None for f in c.check.failures]
-        out += [f"{c.row}: padded batches: {f}" for c in self.checks if c.padding is not None for f in c.padding.failures]
+        out += [
+            f"{c.row}: padded batches: {f}" for c in self.checks if c.padding is not None for f in c.padding.failures
+        ]
         if not any(c.not_applicable is None for c in self.checks):
             out.append("no engine could run the artifact")
         return out
@@ -279,7 +281,7 @@ def run(
     progress = progress or Progress()
     started = time.perf_counter()
     cache = Cache(recipe.root / CACHE_DIR)
-    versions = tool_versions(recipe.runtimes)
+    versions = tool_versions()  # what the stages and the reference depend on (engines are keyed per check)
     ev = evaluation(recipe)
 
     progress.stage("reference")

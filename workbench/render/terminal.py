@@ -13,7 +13,6 @@ from workbench.render import report
 COLUMNS = {
     "row": "row",
     "bytes": "bytes",
-    "of fp32": "of fp32",
     "max abs err": "max err",
     "agreement": "agree",
     "accuracy": "acc",

@@ -19,10 +19,10 @@ from workbench.runtimes import REFERENCE, Runner
 
 Feeds = dict[str, np.ndarray]
 
-WARMUP = 2
-MIN_RUNS = 7
+WARMUP = 1  # untimed calls before the first turn (each block adds one more, see measure)
+MIN_RUNS = 6
 BLOCKS = 3  # at least three turns each, so slow drifts of the machine fall on every contender
-MIN_BLOCK_RUNS = 3
+MIN_BLOCK_RUNS = 2
 MAX_BLOCK_RUNS = 10_000
 SETTLE_S = 0.02  # pause between blocks: lets the last contender's spinning worker threads go to sleep
 STABLE_WITHIN = 0.02  # the median of all runs and of the later half agree within 2%
@@ -75,7 +75,8 @@ def measure(
     """Time every runner on ``feeds`` in turns of short blocks until all medians are stable or the budget is spent.
 
     Each block starts with a short pause and one untimed call, which absorb what the previous contender
-    left behind (onnxruntime's and OpenMP's spinning worker threads, cold caches).
+    left behind (onnxruntime's and OpenMP's spinning worker threads, cold caches). After the first
+    ``BLOCKS`` turns a contender whose median is stable takes no more turns: the budget goes to the others.
     """
     for contender in contenders:
         for _ in range(WARMUP):
@@ -84,8 +85,9 @@ def measure(
     block_s = budget_s / (BLOCKS * len(contenders))
     deadline = time.perf_counter() + budget_s
     rounds = 0
-    while True:
-        for contender in contenders:
+    active = list(contenders)
+    while active:
+        for contender in active:
             if on_block:
                 on_block(contender.name)
             time.sleep(SETTLE_S)
@@ -100,9 +102,10 @@ def measure(
                 if end >= block_end and len(runs) >= (rounds + 1) * MIN_BLOCK_RUNS:
                     break
         rounds += 1
-        stable = all(_stable(s) for s in samples.values())
-        if rounds >= BLOCKS and (stable or time.perf_counter() > deadline):
-            break
+        if rounds >= BLOCKS:
+            if time.perf_counter() > deadline:
+                break
+            active = [c for c in active if not _stable(samples[c.name])]
     return [_timing(c.name, case, samples[c.name], _stable(samples[c.name])) for c in contenders]
 
 
