@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -28,7 +30,9 @@ GOOD = {
     "model": {
         "class": "task:TextClassifier",
         "weights": "model.pt",
-        "input": {"name": "text", "axes": ["sequence", "batch"], "vocab_size": 1000},
+        "inputs": [{"name": "text", "feed": "ids", "dtype": "int64", "axes": ["sequence", "batch"]}],
+        "vocab_size": 1000,
+        "example_length": 16,
     },
     "data": {"synthetic": {"size": 10, "seed": 1}, "batch_size": 8},
     "bench": {"budget_seconds": 1.0, "latency_lengths": [32, 256]},
@@ -208,7 +212,7 @@ class _Exploit:
 def _weights_cases(folder: Path) -> dict[str, tuple[Path, str]]:
     good = task.TextClassifier().state_dict()
     torch.save({"embedding.weight": _Exploit(str(folder / "PWNED"))}, folder / "evil.pt")
-    torch.save(task.TextClassifier(), folder / "module.pt")
+    torch.save(importlib.import_module("task").TextClassifier(), folder / "module.pt")  # see test_task: by reference
     torch.save({**good, "fc.weight": torch.zeros(3, 512)}, folder / "shapes.pt")
     (folder / "notzip.pt").write_bytes(b"definitely not a checkpoint")
     data = (ROOT / "model.pt").read_bytes()
@@ -254,7 +258,7 @@ def _onnx_cases(folder: Path) -> dict[str, tuple[Path, str]]:
     return {
         "truncated": (folder / "truncated.onnx", "onnxruntime cannot load this model"),
         "text": (folder / "text.onnx", "onnxruntime cannot load this model"),
-        "renamed": (folder / "renamed.onnx", "do not match the recipe: expected one int64 input named 'text'"),
+        "renamed": (folder / "renamed.onnx", "inputs ['tokens'] do not match the recipe's declared inputs ['text']"),
         "opset99": (folder / "opset99.onnx", "onnxruntime cannot load this model"),
     }
 
@@ -296,9 +300,8 @@ def test_concurrent_runs_serialize_and_leave_one_complete_report(project):
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["verdict"] == "passed" and [s["stage"] for s in metrics["stages"]] == ["export", "simplify"]
     for stage in metrics["stages"]:
-        from workbench.model import file_sha256
-
-        assert file_sha256(report / stage["artifact"]["file"]) == stage["artifact"]["sha256"]
+        data = (report / stage["artifact"]["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == stage["artifact"]["sha256"]
     assert sorted(p.name for p in report.parent.iterdir()) == [".c.lock", "c"]
 
 
