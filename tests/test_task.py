@@ -18,6 +18,20 @@ import task
 from reliability import record
 
 LENGTHS = (1, 5, 256, 4096)
+# The product's fp32 rule (README "Exactness", workbench/validate.py): |onnx - torch| <= 1e-5 + 1e-5 * |torch| each.
+ATOL, RTOL = 1e-5, 1e-5
+
+
+def assert_fp32_close(got, expected, what: str = "") -> None:
+    """``got`` matches the torch reference ``expected`` by the product's fp32 rule, element by element."""
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert got.shape == expected.shape, (what, got.shape, expected.shape)
+    diff = np.abs(got - expected)
+    outside = ~(diff <= ATOL + RTOL * np.abs(expected))  # NaN is never within
+    assert not outside.any(), (
+        f"{what}: {int(outside.sum())} of {outside.size} outputs differ from torch by more than "
+        f"{ATOL:g} + {RTOL:g} x |torch|; |diff| up to {np.max(diff):.3g}"
+    )
 
 
 def _token_lists(vocab: int = 1000) -> list[list[int]]:
@@ -62,7 +76,7 @@ def test_grader_scenario_lone_copy_other_cwd(lone_task, fresh_weights, tmp_path)
         assert isinstance(result, list) and len(result) == 1 and len(result[0]) == 2
         assert all(type(v) is float for v in result[0])
         expected = _torch_logits(fresh_weights, ids)
-        assert np.max(np.abs(np.array(result) - expected)) <= 1e-5, f"length {len(ids)}"
+        assert_fp32_close(result, expected, f"length {len(ids)}")
 
 
 def test_original_example_runs_with_committed_weights(tmp_path):
@@ -71,7 +85,7 @@ def test_original_example_runs_with_committed_weights(tmp_path):
     model = task.build_model(task.load_state_dict(task.WEIGHTS_PATH))
     with torch.no_grad():
         expected = model(torch.ones([256, 1], dtype=torch.long)).numpy()
-    assert np.max(np.abs(np.array(result) - expected)) <= 1e-5
+    assert_fp32_close(result, expected)
 
 
 def test_onnx_file_is_checked_dynamic_lstm_with_provenance(onnx_file, fresh_weights):
@@ -99,7 +113,7 @@ def test_batch_axis_is_dynamic(onnx_file, fresh_weights):
     with torch.no_grad():
         expected = model(torch.from_numpy(ids)).numpy()
     assert got.shape == (5, 2)
-    assert np.max(np.abs(got - expected)) <= 1e-5
+    assert_fp32_close(got, expected)
 
 
 def test_session_is_cached_and_rebuilt_when_file_changes(tmp_path, fresh_weights):
@@ -114,7 +128,7 @@ def test_session_is_cached_and_rebuilt_when_file_changes(tmp_path, fresh_weights
     task.convert(other, path)
     result = task.inference(path, [4, 5])
     assert task._sessions[os.path.abspath(path)][1] is not first
-    assert np.max(np.abs(np.array(result) - _torch_logits(other, [4, 5]))) <= 1e-5
+    assert_fp32_close(result, _torch_logits(other, [4, 5]))
 
 
 def test_other_sizes_are_read_off_the_weights(tmp_path):
@@ -124,7 +138,7 @@ def test_other_sizes_are_read_off_the_weights(tmp_path):
     path = task.convert(tmp_path / "small.pt", tmp_path / "small.onnx")
     with torch.no_grad():
         expected = small.eval()(torch.tensor([[3], [49], [0]])).numpy()
-    assert np.max(np.abs(np.array(task.inference(path, [3, 49, 0])) - expected)) <= 1e-5
+    assert_fp32_close(task.inference(path, [3, 49, 0]), expected)
     with pytest.raises(ValueError, match=r"input\[0\] = 50 is out of range.*\[0, 49\]"):
         task.inference(path, [50])
 
@@ -186,7 +200,7 @@ def test_good_inputs_of_other_integer_kinds(onnx_file, fresh_weights):
         np.array([0, 999, 5], dtype=np.int32),
         [np.int64(0), np.uint16(999), 5],
     ):
-        assert np.max(np.abs(np.array(task.inference(onnx_file, value)) - expected)) <= 1e-5
+        assert_fp32_close(task.inference(onnx_file, value), expected, repr(value))
 
 
 def test_longest_accepted_input_runs(onnx_file):
