@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import onnx
@@ -23,6 +24,7 @@ from workbench import recipe
 from workbench.cli import main
 from workbench.errors import RecipeError
 
+import checkpoints
 from reliability import FUZZ_EXAMPLES, record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,27 +211,51 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _weights_cases(folder: Path) -> dict[str, tuple[Path, str]]:
-    good = task.TextClassifier().state_dict()
-    torch.save({"embedding.weight": _Exploit(str(folder / "PWNED"))}, folder / "evil.pt")
-    torch.save(importlib.import_module("task").TextClassifier(), folder / "module.pt")  # see test_task: by reference
-    torch.save({**good, "fc.weight": torch.zeros(3, 512)}, folder / "shapes.pt")
-    (folder / "notzip.pt").write_bytes(b"definitely not a checkpoint")
-    data = (ROOT / "model.pt").read_bytes()
-    (folder / "truncated.pt").write_bytes(data[: len(data) // 2])
-    return {
-        "evil": (folder / "evil.pt", "refused: the file holds objects other than tensors"),
-        "module": (folder / "module.pt", "refused: the file holds objects other than tensors"),
-        "shapes": (folder / "shapes.pt", "tensor shapes do not fit TextClassifier: size mismatch for fc.weight"),
-        "notzip": (folder / "notzip.pt", "not a readable torch.save file"),
-        "truncated": (folder / "truncated.pt", "not a readable torch.save file"),
-        "missing": (folder / "absent.pt", "weights file not found"),
-    }
+def _weights_case(folder: Path, case: str) -> tuple[Path, str]:
+    """The weights file for ``case`` (only that one is written) and what its one error line must say."""
+    path = folder / f"{case}.pt"
+    unreadable = "not a readable torch.save file"
+    if case == "evil":
+        torch.save({"embedding.weight": _Exploit(str(folder / "PWNED"))}, path)
+    elif case == "module":
+        torch.save(importlib.import_module("task").TextClassifier(), path)  # see test_task: pickled by reference
+    elif case == "shapes":
+        torch.save({**task.TextClassifier().state_dict(), "fc.weight": torch.zeros(3, 512)}, path)
+    elif case == "notzip":
+        path.write_bytes(b"definitely not a checkpoint")
+    elif case == "truncated":
+        data = (ROOT / "model.pt").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif case in checkpoints.ZIP_CASES:
+        checkpoints.ZIP_CASES[case](checkpoints.small_checkpoint(folder / "source.pt"), path)
+    elif case in checkpoints.NON_TENSORS:
+        checkpoints.non_tensor_values(path, case)
+    return path, {
+        "evil": "refused: the file holds objects other than tensors",
+        "module": "refused: the file holds objects other than tensors",
+        "shapes": "tensor shapes do not fit TextClassifier: size mismatch for fc.weight",
+        "notzip": unreadable,
+        "truncated": unreadable,
+        "foreign_zip": unreadable,
+        "cut_inside": unreadable,
+        "short_record": unreadable,
+        "int_value": "expected a state_dict (names -> tensors)",
+        "list_among_tensors": "expected a state_dict (names -> tensors)",
+        "missing": "weights file not found",
+    }[case]
 
 
-@pytest.mark.parametrize("case", ["evil", "module", "shapes", "notzip", "truncated", "missing"])
+WEIGHTS_CASES = ["evil", "module", "shapes", "notzip", "truncated", *checkpoints.ZIP_CASES, *checkpoints.NON_TENSORS]
+
+
+@pytest.mark.parametrize("case", [*WEIGHTS_CASES, "missing"])
 def test_untrusted_weights_get_one_line(project, capsys, case):
-    weights, message = _weights_cases(project)[case]
+    weights, message = _weights_case(project, case)
+    if case in checkpoints.ZIP_CASES:
+        # past the zip-signature check, so what stops it is torch.load's own error
+        assert zipfile.is_zipfile(weights)
+        with pytest.raises(RuntimeError):
+            torch.load(weights, weights_only=True)
     path = project / "r.yaml"
     path.write_text(
         f"model: {{class: task:TextClassifier, weights: {weights.name}}}\n"

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import onnx
 import pytest
 import torch
 
+import checkpoints
 import task
 from reliability import record
 
@@ -278,6 +280,30 @@ def test_truncated_or_foreign_weights(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(ValueError, match="bad.pt"):
         task.convert(path, tmp_path / "x.onnx")
+
+
+@pytest.mark.parametrize("case", list(checkpoints.ZIP_CASES))
+def test_zip_that_is_not_a_readable_checkpoint(tmp_path, case):
+    path = checkpoints.ZIP_CASES[case](checkpoints.small_checkpoint(tmp_path / "source.pt"), tmp_path / "bad.pt")
+    assert zipfile.is_zipfile(path)  # past the zip-signature check: torch.load's own error is what stops it
+    with pytest.raises(RuntimeError):
+        torch.load(path, weights_only=True)
+    with pytest.raises(
+        ValueError, match=r"bad.pt: not a readable torch.save file \(truncated or not a checkpoint\)"
+    ) as info:
+        task.convert(path, tmp_path / "x.onnx")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("case", list(checkpoints.NON_TENSORS))
+def test_values_that_are_not_tensors(tmp_path, case):
+    path = checkpoints.non_tensor_values(tmp_path / "bad.pt", case)
+    assert torch.load(path, weights_only=True)  # loads without complaint: the tensor check is what stops it
+    with pytest.raises(TypeError, match=r"bad.pt: expected a state_dict \(a mapping of names to tensors\)") as info:
+        task.convert(path, tmp_path / "x.onnx")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_demo_runs_as_a_script(lone_task, tmp_path):
