@@ -322,3 +322,25 @@ def test_parity_guard_refuses_an_export_of_other_weights(onnx_file):
         RuntimeError, match=r"ONNX export differs from PyTorch by .* \(limit 0.0001 \+ 0.0001 x \|torch\|\)"
     ):
         task._check_parity(other, Path(onnx_file).read_bytes())
+
+
+@pytest.mark.parametrize("name, value", [("rnn.bias_ih_l0", float("nan")), ("embedding.weight", float("inf"))])
+def test_convert_refuses_an_export_that_hides_a_broken_model(tmp_path, name, value):
+    """Weights of a diverged training run (NaN or inf): PyTorch's outputs are NaN, while onnxruntime's LSTM
+    clamps its gate inputs and turns the same weights into ordinary-looking logits. A real export that does
+    not match PyTorch: convert() must refuse it, write nothing, and leave a previous file alone."""
+    torch.manual_seed(0)
+    state = task.TextClassifier(vocab_size=50, embed_dim=8, hidden_dim=16).state_dict()
+    state[name] = torch.full_like(state[name], value)
+    torch.save(state, tmp_path / "diverged.pt")
+    refusal = r"^ONNX export differs from PyTorch by nan \(limit 0.0001 \+ 0.0001 x \|torch\|\)$"
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"the previous file")
+    with pytest.raises(RuntimeError, match=refusal):
+        task.convert(tmp_path / "diverged.pt", folder / "model.onnx")
+    assert [p.name for p in folder.iterdir()] == ["model.onnx"]  # no temporary file left either
+    assert (folder / "model.onnx").read_bytes() == b"the previous file"
+    with pytest.raises(RuntimeError, match=refusal):
+        task.convert(tmp_path / "diverged.pt", tmp_path / "new" / "model.onnx")
+    assert not (tmp_path / "new").exists()
