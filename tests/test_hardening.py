@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,14 +29,18 @@ import checkpoints
 from reliability import FUZZ_EXAMPLES, record
 
 ROOT = Path(__file__).resolve().parent.parent
+# The model section, kept in this one place: nothing below depends on its shape.
+MODEL = {
+    "class": "task:TextClassifier",
+    "weights": "model.pt",
+    "inputs": [{"name": "text", "feed": "ids", "dtype": "int64", "axes": ["sequence", "batch"]}],
+    "vocab_size": 1000,
+    "example_length": 16,
+}
+# A valid recipe. The fuzz rules below rely on two things about it: each value is written in its key's own type
+# (1.0 for a float), and every mapping is a section with a fixed set of keys (nothing free-form like model.kwargs).
 GOOD = {
-    "model": {
-        "class": "task:TextClassifier",
-        "weights": "model.pt",
-        "inputs": [{"name": "text", "feed": "ids", "dtype": "int64", "axes": ["sequence", "batch"]}],
-        "vocab_size": 1000,
-        "example_length": 16,
-    },
+    "model": MODEL,
     "data": {"synthetic": {"size": 10, "seed": 1}, "batch_size": 8},
     "bench": {"budget_seconds": 1.0, "latency_lengths": [32, 256]},
     "stages": [
@@ -53,8 +58,20 @@ WRONG_VALUES = st.one_of(
     st.binary(max_size=4).map(repr),
     st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
-    st.just("!!python/object/apply:os.system ['touch PWNED']"),
 )
+# Tags written into the recipe's text at the mutated value (yaml.safe_dump would quote them into plain strings).
+# No constructor in a safe loader: refused while the YAML is read, before any value is built.
+UNKNOWN_TAGS = (
+    "!!python/object/apply:os.system ['touch {marker}']",
+    "!!python/object/new:os.system ['touch {marker}']",
+    "!!python/name:os.system",
+    "!!python/module:os",
+    "!custom {{a: 1}}",
+    "!<tag:example.com,2024:app> x",
+)
+# Standard YAML tags a safe loader does build, into values no recipe key takes: bytes, a date, an unordered set.
+FOREIGN_TYPE_TAGS = ("!!binary aGVsbG8=", "!!timestamp 2001-12-14", "!!set {{sequence, batch}}")
+SLOT = "TAGSLOT"  # a plain scalar that yaml.safe_dump writes unquoted, replaced by a tag in the text
 
 
 def _paths(node, prefix=""):
@@ -71,27 +88,62 @@ def _paths(node, prefix=""):
             yield from _paths(value, here)
 
 
-def _expect_clean(text: str, tmp: Path, must_name: str | None = None) -> None:
-    """Loading ``text`` gives a Recipe or a RecipeError naming the file (and ``must_name`` or an ancestor)."""
+def _load(text: str, tmp: Path) -> str | None:
+    """Load ``text`` as a recipe file: None if accepted, else the RecipeError's message after ``file: ``.
+
+    Any other exception propagates and fails the test; no tag may ever have run.
+    """
     path = tmp / "fuzz.yaml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
     try:
         recipe.load(path)
+        return None
     except RecipeError as exc:
         message = str(exc)
-        assert message.startswith(str(path)), message
-        if must_name is not None:
-            assert any(f"{ancestor}:" in message or f"{ancestor}." in message for ancestor in _ancestors(must_name)), (
-                must_name,
-                message,
-            )
-    assert not (tmp / "PWNED").exists() and not Path("PWNED").exists()
+        assert message.startswith(f"{path}: "), message
+        return message[len(f"{path}: ") :]
+    finally:
+        assert not (tmp / "PWNED").exists() and not Path("PWNED").exists()
+
+
+def _complaints(message: str) -> list[str]:
+    return message.split("; ")
+
+
+def _names(message: str, where: str, *, within: bool = False) -> bool:
+    """Some complaint in ``message`` is about key path ``where`` itself (or, ``within``, a key path inside it:
+    a mapping or list put there has keys and items of its own)."""
+    follows = (":", ".", "[") if within else (":",)
+    return any(complaint.startswith(where + mark) for complaint in _complaints(message) for mark in follows)
+
+
+def _section_rule(message: str, where: str) -> bool:
+    """A section above ``where`` is named for a rule on its keys together (a model validator: ``Value error``),
+    e.g. ``data`` when ``data.synthetic`` becomes null, or the section holding axes that name one axis twice.
+    Only such a complaint may name a key above the one that was changed."""
+    return any(
+        complaint.startswith(f"{above}: ") and " is not allowed: Value error, " in complaint
+        for complaint in _complaints(message)
+        for above in _ancestors(where)[1:]
+    )
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__  # bool and int are different kinds
+
+
+def _must_refuse(old: object, new: object) -> bool:
+    """Whether putting ``new`` where GOOD has ``old`` must be refused. Only where that is certain: every key is
+    strict, so a value of another YAML type is wrong, except null (optional keys and stage parameters take it,
+    as "not set" and "no parameters") and an integer where a float is due (a float key takes 1 for 1.0).
+    A value of the same type may be valid (True -> False, 17 -> 18, {} for a section of defaults)."""
+    if new is None or old is None or _kind(new) == _kind(old):
+        return False
+    return not (_kind(old) == "float" and _kind(new) == "int")
 
 
 def _ancestors(path: str) -> list[str]:
     """``stages[2].quantize_dynamic.weight_type`` -> itself, then each key path above it, up to ``stages``."""
-    import re
-
     parts = re.findall(r"[^.\[]+|\[\d+\]", path)
     out = []
     for end in range(len(parts), 0, -1):
@@ -107,25 +159,54 @@ def _ancestors(path: str) -> list[str]:
 )
 @given(data=st.data())
 def test_fuzz_one_wrong_value_or_key_is_named_by_its_path(tmp_path, data):
-    record("fuzz cases run")
+    """One change to GOOD: a wrong value, an extra key or list item, or a YAML tag written at a value.
+
+    What must be refused is refused, and a refusal names the exact key path that was changed; the only
+    exceptions are named where the loader cannot do better (a rule on a section's keys together; a stage
+    entry, which is one stage name and its parameters).
+    """
     document = json.loads(json.dumps(GOOD))
-    where, parent, key = data.draw(st.sampled_from(list(_paths(document))))
-    if data.draw(st.booleans()):
-        parent[key] = data.draw(WRONG_VALUES)
-        named = where
-    elif isinstance(parent, dict):
-        parent[key + "_x"] = 1
-        named = f"{where}_x"
+    where, parent, key = data.draw(st.sampled_from(list(_paths(document))), label="where")
+    old = parent[key]
+    change = data.draw(st.sampled_from(["value", "extra", "tag"]), label="change")
+    if change == "value":
+        new = parent[key] = data.draw(WRONG_VALUES, label="new value")
+        message = _load(yaml.safe_dump(document), tmp_path)
+        if message is None:
+            assert not _must_refuse(old, new), f"{where}: {old!r} -> {new!r} was accepted"
+        else:
+            within = isinstance(new, (dict, list))
+            assert _names(message, where, within=within) or _section_rule(message, where), (where, new, message)
+    elif change == "extra" and isinstance(parent, dict):
+        parent[f"{key}_x"] = 1
+        message = _load(yaml.safe_dump(document), tmp_path)
+        assert message is not None, f"unknown key {where}_x was accepted"
+        if any(parent is entry for entry in document["stages"]):
+            entry = where.rsplit(".", 1)[0]  # stages[i]: a second key makes it no stage at all
+            assert _names(message, entry) and "a stage is a mapping of one stage name" in message, (where, message)
+        else:
+            assert any(c.startswith(f"{where}_x: unknown key") for c in _complaints(message)), (where, message)
+    elif change == "extra":
+        parent.append(data.draw(WRONG_VALUES, label="new item"))
+        items = where[: where.rindex("[")]
+        message = _load(yaml.safe_dump(document), tmp_path)  # one more item may be valid (a latency length)
+        if message is not None:
+            assert _names(message, items, within=True) or _section_rule(message, f"{items}[0]"), (where, message)
     else:
-        parent.append(data.draw(WRONG_VALUES))
-        named = None  # a new list entry may be valid
-    try:
+        tag = data.draw(st.sampled_from(UNKNOWN_TAGS + FOREIGN_TYPE_TAGS), label="tag")
+        parent[key] = SLOT
         text = yaml.safe_dump(document)
-    except yaml.YAMLError:
-        return
-    # the message names the changed key or the nearest key above it where the problem shows
-    # (a wrong stage name is named as stages[i], a null that makes data empty as data)
-    _expect_clean(text, tmp_path, must_name=named)
+        assert text.count(SLOT) == 1, text
+        message = _load(text.replace(SLOT, tag.format(marker=tmp_path / "PWNED")), tmp_path)
+        if tag in UNKNOWN_TAGS:
+            assert message is not None and "could not determine a constructor" in message, (where, tag, message)
+        elif message is None:
+            # Known loader gap, pinned by test_a_yaml_set_is_not_taken_for_a_list (xfail): a set where a list
+            # is due is taken, in hash order. Drop this exception when that test passes.
+            assert tag.startswith("!!set") and isinstance(old, list), f"{where}: {tag} was accepted"
+        else:
+            assert _names(message, where, within=True), (where, tag, message)
+    record("fuzz cases run")
 
 
 @settings(
@@ -159,8 +240,53 @@ def test_fuzz_one_wrong_value_or_key_is_named_by_its_path(tmp_path, data):
     )
 )
 def test_fuzz_arbitrary_text_raises_only_recipe_errors(tmp_path, text):
+    _load(text, tmp_path)
     record("fuzz cases run")
-    _expect_clean(text, tmp_path)
+
+
+def test_every_key_refuses_a_value_of_another_type(tmp_path):
+    """The fuzz test's rule, applied to every key path of GOOD with one value of each YAML type: where a value
+    must be refused (_must_refuse), it is, and the refusal names that key path."""
+    wrong = []
+    for where, _, _ in _paths(GOOD):
+        for new in (True, 7, 2.5, "7", [7], {"a": 7}):
+            document = json.loads(json.dumps(GOOD))
+            _, parent, key = next(found for found in _paths(document) if found[0] == where)
+            old, parent[key] = parent[key], new
+            if not _must_refuse(old, new):
+                continue
+            message = _load(yaml.safe_dump(document), tmp_path)
+            if message is None or not _names(message, where, within=isinstance(new, (dict, list))):
+                wrong.append(f"{where}: {old!r} -> {new!r}: {message or 'accepted'}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _recipe_with(tmp_path: Path, bench: str) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        f"model: {{class: task:TextClassifier, weights: model.pt}}\nbench: {bench}\nstages: [{{export: {{}}}}]\n"
+    )
+    return path
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="workbench/recipe.py: the safe loader builds !!set into a Python set and a list key (a lax tuple) takes "
+    "it, in hash order: `axes: !!set {sequence, batch}` gives either layout, by PYTHONHASHSEED",
+)
+def test_a_yaml_set_is_not_taken_for_a_list(tmp_path):
+    with pytest.raises(RecipeError, match=r"bench\.latency_lengths"):
+        recipe.load(_recipe_with(tmp_path, "{latency_lengths: !!set {32, 256}}"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="workbench/recipe.py: _key_path drops path parts spelled like pydantic's type tags (int, str, list, ...), "
+    "so an unknown key `int` is reported as `bench: unknown key`, without its name",
+)
+def test_an_unknown_key_spelled_like_a_type_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=r"bench\.int: unknown key"):
+        recipe.load(_recipe_with(tmp_path, "{int: 1}"))
 
 
 @pytest.mark.parametrize(
