@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,17 @@ import numpy as np
 
 from workbench import data
 from workbench.model import import_class
+from workbench.store.files import write_atomic
+
+
+@dataclass(frozen=True)
+class TrainInput:
+    """One input of the model's ``forward``, as a recipe declares it (``recipe.InputSpec`` fits too)."""
+
+    name: str
+    feed: str = "ids"  # ids | mask | zeros
+    dtype: str = "int64"
+    axes: tuple[str, str] = ("sequence", "batch")
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,27 @@ class TrainConfig:
     max_len: int = 256
     held_out: int = 1000
     vocab_size: int = 1000
+    inputs: tuple[data.InputLike, ...] = (TrainInput("text"),)  # forward's inputs, in order
+    held_out_lengths: tuple[int, int] | None = None  # (min, max) of held-out samples; None: min_len, max_len
+
+    @property
+    def held_out_range(self) -> tuple[int, int]:
+        return self.held_out_lengths or (self.min_len, self.max_len)
+
+
+# What a model class may set in its ``TRAIN`` mapping (defaults under the command line's flags).
+CLASS_DEFAULTS = ("steps", "batch_size", "learning_rate", "max_len")
+
+
+def class_defaults(model_class: str, *, search_path: Path) -> dict[str, Any]:
+    """The training settings ``model_class`` declares in its ``TRAIN`` class attribute (empty if none)."""
+    from workbench.errors import InputError
+
+    declared = dict(getattr(import_class(model_class, search_path=search_path), "TRAIN", {}))
+    unknown = sorted(set(declared) - set(CLASS_DEFAULTS))
+    if unknown:
+        raise InputError(f"{model_class}.TRAIN: unknown settings {unknown}; allowed: {', '.join(CLASS_DEFAULTS)}")
+    return declared
 
 
 @dataclass(frozen=True)
@@ -53,7 +83,9 @@ def train(config: TrainConfig, out: Path, *, search_path: Path, progress: bool =
         for _ in range(config.steps):
             length = int(rng.integers(config.min_len, config.max_len + 1))
             ids, labels = data.sentiment_batch(rng, config.batch_size, length, config.vocab_size)
-            loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(ids)), torch.from_numpy(labels))
+            tokens = np.ascontiguousarray(ids.T)  # equal lengths: no padding, the mask is all ones
+            logits = _forward(model, tokens, np.ones_like(tokens), config.inputs)
+            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -64,22 +96,21 @@ def train(config: TrainConfig, out: Path, *, search_path: Path, progress: bool =
         config.held_out,
         seed=config.seed,
         split="held_out",
-        min_len=config.min_len,
-        max_len=config.max_len,
+        min_len=config.held_out_range[0],
+        max_len=config.held_out_range[1],
         vocab_size=config.vocab_size,
     )
     correct = 0
     with torch.no_grad():
         for batch in data.batches(held_out):
-            correct += int((model(torch.from_numpy(batch.ids)).argmax(1).numpy() == batch.labels).sum())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.save(model.state_dict(), tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            logits = _forward(model, batch.tokens, batch.mask, config.inputs)
+            correct += int((logits.argmax(1).numpy() == batch.labels).sum())
+    write_atomic(out, lambda tmp: torch.save(model.state_dict(), tmp))
     return TrainResult(out, correct / len(held_out), float(loss.item()), config.steps)
+
+
+def _forward(model: Any, tokens: np.ndarray, mask: np.ndarray, inputs: tuple[data.InputLike, ...]) -> Any:
+    """``model``'s logits for batch-first ``tokens``, each declared input laid out and typed as declared."""
+    import torch
+
+    return model(*(torch.from_numpy(array) for array in data.feeds(tokens, mask, inputs).values()))
