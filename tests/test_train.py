@@ -168,3 +168,13 @@ def test_recipe_and_model_flags_do_not_mix(tmp_path, capsys):
     assert "--model and --hidden-dim do not go with --recipe" in capsys.readouterr().err
     assert main(["train", "--recipe", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read recipe" in capsys.readouterr().err
+
+
+def test_unknown_training_defaults_on_a_class_are_refused(tmp_path, capsys):
+    (tmp_path / "probe.py").write_text(PROBE.replace('TRAIN = {"steps": 4,', 'TRAIN = {"epochs": 2, "steps": 4,'))
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    assert main(["train", "--recipe", str(tmp_path / "r.yaml"), "--quiet"]) == 2
+    assert "probe:Probe.TRAIN: unknown settings ['epochs']; allowed: steps, batch_size, learning_rate" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "weights").exists()
