@@ -17,19 +17,21 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = """
 import importlib.util, json, sys
 from workbench import recipe
-from workbench.model import import_class
+from workbench.model import import_class_from
 
 loaded = recipe.load(sys.argv[1])
 elsewhere = importlib.util.find_spec("task").origin  # what `import task` finds without the root
 if sys.argv[2] == "imported-first":
     import task  # a long-lived process that already holds the other task module
 already = "task" in sys.modules
+before = sys.modules.get("task")
 path = list(sys.path)
-cls = import_class(loaded.model.class_, search_path=loaded.root)
+cls, source = import_class_from(loaded.model.class_, search_path=loaded.root)
 print(json.dumps({
     "elsewhere": elsewhere,
     "already": already,
-    "imported": sys.modules[cls.__module__].__file__,
+    "imported": str(source),
+    "process_module_kept": sys.modules.get("task") is before,
     "from_root": getattr(cls, "FROM_ROOT", False),
     "sys_path_restored": sys.path == path,
 }))
@@ -62,3 +64,5 @@ def test_the_recipe_root_comes_first_on_sys_path(tmp_path, before):
     assert out["already"] == (before == "imported-first"), out
     assert out["imported"] == str(root / "task.py") and out["from_root"], out
     assert out["sys_path_restored"], out
+    if before == "imported-first":
+        assert out["process_module_kept"], out  # what the process imported before is put back afterwards

@@ -27,11 +27,15 @@ def _on_path(folder: Path):
 
 def import_class(spec: str, *, search_path: Path) -> type:
     """``"package.module:Class"`` -> the class, importing with ``search_path`` first on sys.path."""
+    return import_class_from(spec, search_path=search_path)[0]
+
+
+def import_class_from(spec: str, *, search_path: Path) -> tuple[type, Path | None]:
+    """The class, and the source file of the module it was imported from (what a cache key must hash)."""
     module_name, _, class_name = spec.partition(":")
     if not module_name or not class_name:
         raise InputError(f"model class {spec!r} is not of the form 'module:Class'")
-    with _on_path(search_path):
-        _forget_if_shadowed(module_name, search_path)
+    with _on_path(search_path), _shadowed_set_aside(module_name, search_path):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
@@ -39,22 +43,41 @@ def import_class(spec: str, *, search_path: Path) -> type:
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise InputError(f"module {module_name!r} has no class {class_name!r}")
-    return cls
+    source = (
+        getattr(sys.modules.get(cls.__module__, module), "__file__", None)
+        if cls.__module__ != module_name
+        else (getattr(module, "__file__", None))
+    )
+    return cls, Path(source) if source else None
 
 
-def _forget_if_shadowed(module_name: str, search_path: Path) -> None:
+@contextmanager
+def _shadowed_set_aside(module_name: str, search_path: Path):
     """A top-level module imported earlier from elsewhere, that ``search_path`` also holds, is imported anew from
-    ``search_path`` (root first means first, in a long-lived process too)."""
+    ``search_path`` (root first means first, in a long-lived process too); afterwards the process's own modules
+    are put back, so what it imported before keeps working (e.g. pickling its classes)."""
     import importlib.machinery
 
     top = module_name.split(".")[0]
     loaded = sys.modules.get(top)
     spec = importlib.machinery.PathFinder.find_spec(top, [str(search_path)])
-    if loaded is None or spec is None or spec.origin is None or getattr(loaded, "__file__", None) is None:
+    shadowed = (
+        loaded is not None
+        and spec is not None
+        and spec.origin is not None
+        and getattr(loaded, "__file__", None) is not None
+        and Path(loaded.__file__).resolve() != Path(spec.origin).resolve()
+    )
+    if not shadowed:
+        yield
         return
-    if Path(loaded.__file__).resolve() != Path(spec.origin).resolve():
+    aside = {n: sys.modules.pop(n) for n in list(sys.modules) if n == top or n.startswith(top + ".")}
+    try:
+        yield
+    finally:
         for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
             del sys.modules[name]
+        sys.modules.update(aside)
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -5,7 +5,6 @@ Produces typed records; knows nothing of ONNX internals (stages and engines do),
 
 from __future__ import annotations
 
-import inspect
 import os
 import platform
 import shutil
@@ -21,7 +20,7 @@ import numpy as np
 from workbench import __version__, data, validate
 from workbench.artifact import Artifact, describe
 from workbench.errors import StageError
-from workbench.model import build, import_class, load_state_dict
+from workbench.model import build, import_class_from, load_state_dict
 from workbench.recipe import Accept, Recipe, RuntimeConfig, StageConfig
 from workbench.runtimes import ENGINES, NotApplicable, Runner, row_name
 from workbench.runtimes.pool import Pool
@@ -209,13 +208,13 @@ def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
     import torch
 
     spec = recipe.model
-    cls = import_class(spec.class_, search_path=recipe.root)
+    cls, code_file = import_class_from(spec.class_, search_path=recipe.root)
     weights = recipe.resolve(spec.weights)
     module = build(cls, dict(spec.kwargs), load_state_dict(weights), source=weights)
     weights_sha = file_sha256(weights)
     try:
-        code_sha = file_sha256(Path(inspect.getsourcefile(cls) or ""))
-    except (OSError, TypeError):
+        code_sha = file_sha256(code_file) if code_file else "unknown"
+    except OSError:
         code_sha = "unknown"
     axes = {i.name: {n: axis for n, axis in enumerate(i.axes)} for i in spec.inputs}
     axes[spec.output] = {0: "batch"}
