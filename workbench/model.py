@@ -43,11 +43,8 @@ def import_class_from(spec: str, *, search_path: Path) -> tuple[type, Path | Non
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise InputError(f"module {module_name!r} has no class {class_name!r}")
-    source = (
-        getattr(sys.modules.get(cls.__module__, module), "__file__", None)
-        if cls.__module__ != module_name
-        else (getattr(module, "__file__", None))
-    )
+    home = module if cls.__module__ == module.__name__ else sys.modules.get(cls.__module__)  # re-exported?
+    source = getattr(home, "__file__", None)
     return cls, Path(source) if source else None
 
 
