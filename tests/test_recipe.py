@@ -186,7 +186,14 @@ def test_an_engine_that_is_not_installed_is_one_line_naming_the_install_command(
         ("- just\n- a list\n", r"r.yaml: a recipe is a mapping with keys name, root"),
         ("model: [unclosed\n", r"r.yaml: not valid YAML \(line 2"),
         (GOOD + "model: {}\n", r"duplicate key 'model'"),
-        ("!!python/object/apply:os.system ['echo owned']\n", r"not valid YAML.*could not determine a constructor"),
+        (
+            "!!python/object/apply:os.system ['echo owned']\n",
+            r"not valid YAML \(line 1, column 1\): tags are not allowed in a recipe: !!python/object/apply:os.system$",
+        ),
+        (
+            GOOD.replace("opset: 17", "opset: !!int 17"),
+            r"r.yaml: not valid YAML \(line 5, column 21\): tags are not allowed in a recipe: !!int$",
+        ),
     ],
 )
 def test_recipe_errors_name_file_key_path_and_choices(tmp_path, text, message):

@@ -187,7 +187,18 @@ class Recipe:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads 1e-5 as a float (YAML 1.1 wants a dot) and rejects duplicate keys."""
+    """SafeLoader that refuses every tag written in the text, reads 1e-5 as a float (YAML 1.1 wants a dot) and
+    rejects duplicate keys."""
+
+    def scan_tag(self):
+        """Refuse a tag where it is written, standard ones too: a recipe holds only plain values (text, numbers,
+        booleans, null, lists, mappings), which need no tag, while ``!!set``, ``!!binary``, ``!!timestamp``,
+        ``!!omap``... build objects no key takes (a set would fill a list in hash order) and ``!!python/...``
+        would run code. Values without a tag are still resolved as before."""
+        token = super().scan_tag()
+        start, end = token.start_mark, token.end_mark
+        written = start.buffer[start.pointer : end.pointer] if start.buffer is not None else repr(token.value)
+        raise yaml.scanner.ScannerError(None, None, f"tags are not allowed in a recipe: {written}", start)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
