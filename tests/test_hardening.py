@@ -312,14 +312,37 @@ def test_yaml_without_tags_still_resolves_plain_values(tmp_path):
     assert loaded.settings.bench.latency_lengths == (32, 256)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workbench/recipe.py: _key_path drops path parts spelled like pydantic's type tags (int, str, list, ...), "
-    "so an unknown key `int` is reported as `bench: unknown key`, without its name",
-)
-def test_an_unknown_key_spelled_like_a_type_is_named(tmp_path):
-    with pytest.raises(RecipeError, match=r"bench\.int: unknown key"):
-        recipe.load(_recipe_with(tmp_path, "{int: 1}"))
+@pytest.mark.parametrize("key", ["int", "float", "str", "bool", "none", "tuple", "list", "dict", "union", "Throughput"])
+def test_an_unknown_key_spelled_like_a_type_is_named(tmp_path, key):
+    """pydantic's error locations also name union members by type (``int``, ``list[int]``, a class name): only
+    those are left out of a key path, never a key of the recipe, in a section or under a stage."""
+    path = _recipe_with(tmp_path, f"{{{key}: 1, throughput: {{{key}: 1}}}}")
+    text = path.read_text().replace("[{export: {}}]", f"[{{export: {{{key}: 1, accept: {{{key}: 1}}}}}}]")
+    path.write_text(text)
+    with pytest.raises(RecipeError) as info:
+        recipe.load(path)
+    assert str(info.value) == (
+        f"{path}: bench.throughput.{key}: unknown key; allowed keys: batch, length; bench.{key}: unknown key; "
+        "allowed keys: enabled, budget_seconds, latency_lengths, throughput, chart_lengths, tune"
+    )
+    path.write_text(text.replace(f"bench: {{{key}: 1, throughput: {{{key}: 1}}}}", "bench: {}"))
+    with pytest.raises(RecipeError, match=rf"stages\[0\]\.export\.{key}: unknown key; allowed keys: opset"):
+        recipe.load(path)
+    path.write_text(path.read_text().replace(f"{{{key}: 1, accept:", "{accept:"))
+    with pytest.raises(RecipeError, match=rf"stages\[0\]\.export\.accept\.{key}: unknown key; allowed keys: max_abs"):
+        recipe.load(path)
+
+
+@pytest.mark.parametrize("key", ["int", "str", "list", "bool"])
+def test_a_model_kwarg_spelled_like_a_type_is_named(tmp_path, key):
+    """model.kwargs is a mapping of any names to int | float | str | bool: each complaint names the kwarg."""
+    path = tmp_path / "r.yaml"
+    model = f"{{class: task:TextClassifier, weights: model.pt, kwargs: {{{key}: [1]}}}}"
+    path.write_text(f"model: {model}\nstages: [{{export: {{}}}}]\n")
+    with pytest.raises(RecipeError) as info:
+        recipe.load(path)
+    complaints = _complaints(str(info.value).split(": ", 1)[1])
+    assert complaints and all(c.startswith(f"model.kwargs.{key}: [1] is not allowed: ") for c in complaints), complaints
 
 
 @pytest.mark.parametrize(

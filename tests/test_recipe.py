@@ -194,6 +194,11 @@ def test_an_engine_that_is_not_installed_is_one_line_naming_the_install_command(
             GOOD.replace("opset: 17", "opset: !!int 17"),
             r"r.yaml: not valid YAML \(line 5, column 21\): tags are not allowed in a recipe: !!int$",
         ),
+        (
+            GOOD.replace("  weights: model.pt\n", "  weights: model.pt\n  inputs: [{name: t, bogus: 1}]\n"),
+            r"model.inputs\[0\].bogus: unknown key; allowed keys: name, feed, dtype, axes",
+        ),
+        (GOOD + "bench: {list: 1}\n", r"r.yaml: bench.list: unknown key; allowed keys: enabled, budget_seconds"),
     ],
 )
 def test_recipe_errors_name_file_key_path_and_choices(tmp_path, text, message):
