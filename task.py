@@ -67,8 +67,14 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable torch.save file (truncated or not a checkpoint): {exc}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict):
         raise TypeError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state).__name__}")
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+            raise TypeError(
+                f"{path}: expected a state_dict (a mapping of names to tensors); {shown} holds {type(value).__name__}"
+            )
     return state
 
 

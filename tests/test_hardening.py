@@ -421,8 +421,8 @@ def _weights_case(folder: Path, case: str) -> tuple[Path, str]:
         "foreign_zip": unreadable,
         "cut_inside": unreadable,
         "short_record": unreadable,
-        "int_value": "expected a state_dict (names -> tensors)",
-        "list_among_tensors": "expected a state_dict (names -> tensors)",
+        "int_value": "expected a state_dict (names -> tensors); 'embedding.weight' holds int",
+        "list_among_tensors": "expected a state_dict (names -> tensors); 'embedding.weight' holds list",
         "missing": "weights file not found",
     }[case]
 

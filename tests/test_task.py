@@ -296,14 +296,25 @@ def test_zip_that_is_not_a_readable_checkpoint(tmp_path, case):
     assert not (tmp_path / "x.onnx").exists()
 
 
+NOT_TENSORS = {"int_value": "'embedding.weight' holds int", "list_among_tensors": "'embedding.weight' holds list"}
+
+
 @pytest.mark.parametrize("case", list(checkpoints.NON_TENSORS))
 def test_values_that_are_not_tensors(tmp_path, case):
+    """The refusal names the first key whose value is not a tensor, and what it holds."""
     path = checkpoints.non_tensor_values(tmp_path / "bad.pt", case)
     assert torch.load(path, weights_only=True)  # loads without complaint: the tensor check is what stops it
-    with pytest.raises(TypeError, match=r"bad.pt: expected a state_dict \(a mapping of names to tensors\)") as info:
+    with pytest.raises(TypeError) as info:
         task.convert(path, tmp_path / "x.onnx")
-    assert "\n" not in str(info.value)
+    assert str(info.value) == f"{path}: expected a state_dict (a mapping of names to tensors); {NOT_TENSORS[case]}"
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_saved_list_of_tensors_is_no_state_dict(tmp_path):
+    torch.save([torch.zeros(2)], tmp_path / "list.pt")
+    with pytest.raises(TypeError) as info:
+        task.load_state_dict(tmp_path / "list.pt")
+    assert str(info.value) == f"{tmp_path / 'list.pt'}: expected a state_dict (a mapping of names to tensors), got list"
 
 
 def test_demo_runs_as_a_script(lone_task, tmp_path):

@@ -99,8 +99,12 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a readable torch.save file (truncated or not a checkpoint): {exc}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict):
         raise InputError(f"{path}: expected a state_dict (names -> tensors), got {type(state).__name__}")
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+            raise InputError(f"{path}: expected a state_dict (names -> tensors); {shown} holds {type(value).__name__}")
     return state
 
 
