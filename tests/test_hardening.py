@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import zipfile
@@ -397,6 +398,7 @@ def _weights_case(folder: Path, case: str) -> tuple[Path, str]:
     """The weights file for ``case`` (only that one is written) and what its one error line must say."""
     path = folder / f"{case}.pt"
     unreadable = "not a readable torch.save file"
+    damaged = None
     if case == "evil":
         torch.save({"embedding.weight": _Exploit(str(folder / "PWNED"))}, path)
     elif case == "module":
@@ -412,6 +414,8 @@ def _weights_case(folder: Path, case: str) -> tuple[Path, str]:
         checkpoints.ZIP_CASES[case](checkpoints.small_checkpoint(folder / "source.pt"), path)
     elif case in checkpoints.NON_TENSORS:
         checkpoints.non_tensor_values(path, case)
+    elif case == "flipped":
+        damaged = _flip_inside_largest_tensor(ROOT / "model.pt", path)
     return path, {
         "evil": "refused: the file holds objects other than tensors",
         "module": "refused: the file holds objects other than tensors",
@@ -424,10 +428,33 @@ def _weights_case(folder: Path, case: str) -> tuple[Path, str]:
         "int_value": "expected a state_dict (names -> tensors); 'embedding.weight' holds int",
         "list_among_tensors": "expected a state_dict (names -> tensors); 'embedding.weight' holds list",
         "missing": "weights file not found",
+        "flipped": f"damaged: {damaged!r} fails its CRC-32 check",
     }[case]
 
 
-WEIGHTS_CASES = ["evil", "module", "shapes", "notzip", "truncated", *checkpoints.ZIP_CASES, *checkpoints.NON_TENSORS]
+def _flip_inside_largest_tensor(source: Path, path: Path) -> str:
+    """``source`` with 16 bytes flipped in the middle of its largest tensor record, and that record's name. The zip
+    is intact and torch.load reads it, as other weights; only the record's stored CRC-32 tells."""
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    middle = info.header_offset + 30 + name_length + extra_length + info.compress_size // 2
+    data[middle : middle + 16] = bytes(byte ^ 0xFF for byte in data[middle : middle + 16])
+    path.write_bytes(data)
+    return info.filename
+
+
+WEIGHTS_CASES = [
+    "evil",
+    "module",
+    "shapes",
+    "notzip",
+    "truncated",
+    "flipped",
+    *checkpoints.ZIP_CASES,
+    *checkpoints.NON_TENSORS,
+]
 
 
 @pytest.mark.parametrize("case", [*WEIGHTS_CASES, "missing"])
@@ -448,6 +475,23 @@ def test_untrusted_weights_get_one_line(project, capsys, case):
     assert err.count("\n") == 1 and weights.name in err and message in err, err
     assert not (project / "PWNED").exists()
     assert not (project / "reports" / "r").exists()
+
+
+def test_flipped_bytes_inside_a_tensor_are_refused_by_task_py(tmp_path):
+    """torch.load does not check the zip's CRC-32s: bytes flipped inside a stored tensor load silently, as other
+    weights. task.py checks them first and refuses the file in one line naming the damaged record (``workbench
+    run``: test_untrusted_weights_get_one_line[flipped])."""
+    weights = tmp_path / "model.pt"
+    name = _flip_inside_largest_tensor(ROOT / "model.pt", weights)
+    good, bad = torch.load(ROOT / "model.pt", weights_only=True), torch.load(weights, weights_only=True)
+    assert good.keys() == bad.keys() and not all(torch.equal(good[key], bad[key]) for key in good)
+    with pytest.raises(ValueError) as info:
+        task.convert(weights, tmp_path / "x.onnx")
+    assert str(info.value) == (
+        f"{weights}: damaged: {name!r} fails its CRC-32 check (its bytes changed after torch.save wrote them); "
+        "not loaded"
+    )
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def _onnx_cases(folder: Path) -> dict[str, tuple[Path, str]]:

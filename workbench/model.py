@@ -87,6 +87,28 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise InputError(
             f"{path}: not a readable torch.save file (expected a zip archive; truncated or another format?)"
         )
+    import zlib
+
+    # torch.load does not check the CRC-32s in the zip: bytes changed inside a tensor would load as other weights
+    damaged = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    try:
+                        while member.read(1 << 20):
+                            pass
+                    except zipfile.BadZipFile:  # a read raises it only for a CRC-32 that does not match
+                        damaged = info.filename
+                if damaged is not None:
+                    break
+    except (EOFError, OSError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError(f"{path}: not a readable torch.save file (truncated or not a checkpoint): {exc}") from None
+    if damaged is not None:
+        raise InputError(
+            f"{path}: damaged: {damaged!r} fails its CRC-32 check (its bytes changed after torch.save wrote them); "
+            "not loaded"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
