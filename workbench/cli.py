@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model on the synthetic set and write its state_dict")
     train.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="train nothing: print the held-out accuracy of the weights already there (the figure training printed)",
+    )
+    train.add_argument(
         "--recipe",
         type=Path,
         help="take the model (class, kwargs, inputs, vocabulary), the weights path and the held-out lengths from it",
@@ -73,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from workbench import recipe as recipes
-    from workbench.train import TrainConfig, class_defaults, train
+    from workbench.train import TrainConfig, class_defaults, evaluate, train
 
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--held-out", args.held_out)):
         if value is not None and value < 1:
@@ -100,8 +105,16 @@ def _train(args: argparse.Namespace) -> int:
     flags = {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr, "max_len": args.max_len}
     settings.update({key: value for key, value in flags.items() if value is not None})
     config = TrainConfig(**settings, seed=args.seed, held_out=args.held_out)
-    result = train(config, args.out or out, search_path=search_path, progress=not args.quiet)
     low, high = config.held_out_range
+    if args.evaluate:
+        weights = args.out or out
+        accuracy = evaluate(config, weights, search_path=search_path)
+        print(
+            f"{weights}: held-out accuracy {accuracy:.2%} on {config.held_out} samples of lengths {low}-{high} "
+            f"(seed {config.seed})"
+        )
+        return 0
+    result = train(config, args.out or out, search_path=search_path, progress=not args.quiet)
     print(
         f"wrote {result.path}: held-out accuracy {result.held_out_accuracy:.2%} on {config.held_out} samples "
         f"of lengths {low}-{high} (seed {config.seed}, {result.steps} steps of {config.batch_size}, "

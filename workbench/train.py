@@ -91,7 +91,15 @@ def train(config: TrainConfig, out: Path, *, search_path: Path, progress: bool =
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             bar.update(task, advance=1, loss=f"{loss.item():.4f}")
-    model.eval()
+    accuracy = held_out_accuracy(model.eval(), config)
+    write_atomic(out, lambda tmp: torch.save(model.state_dict(), tmp))
+    return TrainResult(out, accuracy, float(loss.item()), config.steps)
+
+
+def held_out_accuracy(model: Any, config: TrainConfig) -> float:
+    """Accuracy of the eval-mode ``model`` on the held-out stream ``config`` names (what ``train`` prints)."""
+    import torch
+
     held_out = data.synthetic(
         config.held_out,
         seed=config.seed,
@@ -105,8 +113,7 @@ def train(config: TrainConfig, out: Path, *, search_path: Path, progress: bool =
         for batch in data.batches(held_out):
             logits = _forward(model, batch.tokens, batch.mask, config.inputs)
             correct += int((logits.argmax(1).numpy() == batch.labels).sum())
-    write_atomic(out, lambda tmp: torch.save(model.state_dict(), tmp))
-    return TrainResult(out, correct / len(held_out), float(loss.item()), config.steps)
+    return correct / len(held_out)
 
 
 def _forward(model: Any, tokens: np.ndarray, mask: np.ndarray, inputs: tuple[data.InputLike, ...]) -> Any:
@@ -114,3 +121,12 @@ def _forward(model: Any, tokens: np.ndarray, mask: np.ndarray, inputs: tuple[dat
     import torch
 
     return model(*(torch.from_numpy(array) for array in data.feeds(tokens, mask, inputs).values()))
+
+
+def evaluate(config: TrainConfig, weights: Path, *, search_path: Path) -> float:
+    """The held-out accuracy of the weights in ``weights`` (loaded safely), without training."""
+    from workbench.model import build, load_state_dict
+
+    cls = import_class(config.model_class, search_path=search_path)
+    model = build(cls, dict(config.model_kwargs), load_state_dict(weights), source=weights)
+    return held_out_accuracy(model, config)

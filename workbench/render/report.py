@@ -225,8 +225,10 @@ def _stage_section(s: dict[str, Any], before: dict[str, int]) -> list[str]:
     for op, info in (facts.get("stayed_fp32") or {}).items():
         parts.append(
             f"- stayed fp32: {info['count']} x {op} ({info['weight_bytes']:,} bytes of fp32 weights, "
-            f"{100 * info['share_of_file']:.1f}% of the file): onnxruntime has no dynamic int8 kernel for it"
+            f"{100 * info['share_of_file']:.1f}% of the file): {info['reason']}"
         )
+    for line in facts.get("warnings") or []:
+        parts.append(f"- optimizer said: {line}")
     after = s["artifact"]["op_counts"]
     inputs = ", ".join(f"{name} {dims}" for name, dims in s["artifact"]["inputs"].items())
     parts += [f"- inputs: {inputs}", ""]

@@ -23,6 +23,7 @@ INT8_OPS = frozenset(
         "QLinearMatMul",
         "QLinearConv",
         "QGemm",
+        "QEmbedLayerNormalization",
     }
 )
 

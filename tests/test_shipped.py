@@ -1,0 +1,81 @@
+"""The shipped recipes, run as a user runs them: int8 and fp32 on their full evaluation sets; the other model
+families on smaller sets (the recipe files keep their full ones). Benchmarks off: speed lives in benchmarks/."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workbench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _project(tmp_path: Path, name: str, *, size: int | None = None) -> Path:
+    """A copy of the repository's recipe, model code and weights, so reports and caches stay in tmp_path."""
+    (tmp_path / "recipes").mkdir()
+    text = (ROOT / "recipes" / f"{name}.yaml").read_text()
+    if size is not None:
+        document = yaml.safe_load(text)
+        document["data"]["synthetic"]["size"] = size
+        text = yaml.safe_dump(document, sort_keys=False)
+    (tmp_path / "recipes" / f"{name}.yaml").write_text(text)
+    shutil.copy(ROOT / "task.py", tmp_path / "task.py")
+    weights = yaml.safe_load(text)["model"]["weights"]
+    (tmp_path / weights).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / weights, tmp_path / weights)
+    return tmp_path
+
+
+def _run(project: Path, name: str) -> dict:
+    assert main(["run", str(project / "recipes" / f"{name}.yaml"), "--quiet", "--no-bench"]) == 0
+    return json.loads((project / "reports" / name / "metrics.json").read_text())
+
+
+def _readme(pattern: str) -> str:
+    found = re.search(pattern, (ROOT / "README.md").read_text())
+    assert found, f"README has no figure matching {pattern!r}"
+    return found.group(1)
+
+
+def test_int8_recipe_on_its_full_set_matches_the_readme(tmp_path):
+    metrics = _run(_project(tmp_path, "int8"), "int8")
+    assert metrics["reference"]["samples"] == 2000 and metrics["verdict"] == "passed"
+    final = metrics["stages"][-1]
+    assert final["artifact"]["op_counts"]["DynamicQuantizeLSTM"] == 1
+    # the README's figures for this run: size, share of fp32, accuracy of both
+    assert f"{final['artifact']['bytes']:,}" == _readme(r"int8 is ([\d,]+) bytes")
+    assert f"{100 * final['artifact']['share_of_fp32']:.1f}%" == _readme(r"int8 is [\d,]+ bytes = ([\d.]+%) of fp32")
+    check = final["engines"][0]["check"]
+    assert f"{100 * check['accuracy']:.2f}%" == _readme(r"int8 accuracy on the 2,000 samples: ([\d.]+%)")
+    assert f"{100 * metrics['reference']['accuracy']:.2f}%" == _readme(r"PyTorch fp32 accuracy on them: ([\d.]+%)")
+
+
+def test_fp32_recipe_on_its_full_set(tmp_path):
+    metrics = _run(_project(tmp_path, "fp32"), "fp32")
+    (export,) = metrics["stages"]
+    assert metrics["verdict"] == "passed" and metrics["reference"]["samples"] == 2000
+    assert export["engines"][0]["check"]["max_excess"] <= 1e-5  # |diff| <= 1e-5 + 1e-5 * |reference|
+    assert f"{export['engines'][0]['check']['max_abs_error']:.1e}" == _readme(r"differs from PyTorch by at most ([\d.e-]+)")
+
+
+@pytest.mark.parametrize("name", ["bert", "bilstm", "gru"])
+def test_other_model_families(tmp_path, name):
+    metrics = _run(_project(tmp_path, name, size=240), name)
+    assert metrics["verdict"] == "passed"
+    assert metrics["reference"]["accuracy"] >= 0.95
+    final = metrics["stages"][-1]
+    assert final["precision"] == "int8" and final["engines"][0]["batch_dependence"]["samples"] == 240
+    if name == "bert":
+        fusions = next(s for s in metrics["stages"] if s["stage"] == "ort_optimize")["facts"]["fusions"]
+        assert fusions.get("Attention", 0) > 0 and sum(fusions.values()) > 0
+        assert metrics["reference"]["padding"]["passed"]
+        assert all(e["padding"] and e["padding"]["passed"] for s in metrics["stages"] for e in s["engines"])
+    if name == "gru":
+        stayed = final["facts"]["stayed_fp32"]["GRU"]
+        assert stayed["count"] >= 1 and 0 < stayed["share_of_file"] < 1
