@@ -38,7 +38,8 @@ def _run(project: Path, name: str) -> dict:
 
 
 def _readme(pattern: str) -> str:
-    found = re.search(pattern, (ROOT / "README.md").read_text())
+    """The figure ``pattern`` captures in the README (a space in the pattern matches any run of whitespace)."""
+    found = re.search(pattern.replace(" ", r"\s+"), (ROOT / "README.md").read_text())
     assert found, f"README has no figure matching {pattern!r}"
     return found.group(1)
 

@@ -25,15 +25,21 @@ class Artifact:
         return sum(self.op_counts.values())
 
 
-def describe(path: Path) -> Artifact:
-    """Read the graph (not the weights) and measure the file set; a file that is not ONNX is an InputError."""
+def read_graph(path: Path):
+    """The ONNX model without its weights' external data; a file that is not ONNX is an InputError, said once here."""
     import onnx
-    from onnx.external_data_helper import uses_external_data
 
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise InputError(f"{path}: not a readable ONNX model: {exc}") from None
+
+
+def describe(path: Path) -> Artifact:
+    """Read the graph (not the weights) and measure the file set; a file that is not ONNX is an InputError."""
+    from onnx.external_data_helper import uses_external_data
+
+    proto = read_graph(path)
     external = sorted(
         {
             entry.value

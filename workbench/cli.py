@@ -184,12 +184,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _vocab_from_metadata(path: Path) -> int:
-    import onnx
+    from workbench.artifact import read_graph
 
-    try:
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception as exc:  # protobuf decode errors
-        raise WorkbenchError(f"{path}: not a readable ONNX model: {exc}") from None
+    meta = {p.key: p.value for p in read_graph(path).metadata_props}
     return int(meta.get("vocab_size", 1000))
 
 

@@ -46,10 +46,6 @@ class InputSpec(Strict):
             raise ValueError("axes must name 'sequence' and 'batch' once each, in the input's order")
         return self
 
-    @property
-    def batch_first(self) -> bool:
-        return self.axes[0] == "batch"
-
 
 class ModelSpec(Strict):
     """The PyTorch model of record: ``forward`` takes the inputs positionally, in the order listed."""

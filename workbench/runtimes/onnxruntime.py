@@ -55,9 +55,9 @@ def session(path: Path, threads: int, options: dict[str, Any] | None = None, pro
 
 def file_precision(path: Path) -> str:
     """What onnxruntime will run: the file's int8 ops, or fp32 (it runs the graph as written)."""
-    import onnx
+    from workbench.artifact import read_graph
 
-    ops = Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+    ops = Counter(node.op_type for node in read_graph(path).graph.node)
     int8 = {op: n for op, n in sorted(ops.items()) if op in INT8_OPS}
     return "int8: " + ", ".join(f"{op} {n}" for op, n in int8.items()) if int8 else "fp32"
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.artifact import read_graph
 from workbench.errors import InputError
 from workbench.recipe import BenchSpec, InputSpec
 from workbench.runtimes import ENGINES, NotApplicable, Runner
@@ -18,10 +19,7 @@ def guess_inputs(path: Path) -> tuple[InputSpec, ...]:
     else token ids) and laid out by their axis names (``batch``/``sequence``; unnamed: sequence first)."""
     import onnx
 
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise InputError(f"{path}: not a readable ONNX model: {exc}") from None
+    graph = read_graph(path).graph
     weights = {init.name for init in graph.initializer}
     specs = []
     for value in graph.input:
