@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -528,33 +527,11 @@ def test_untrusted_onnx_files_get_one_line(project, capsys, case):
             task.inference(str(path), [1, 2, 3])
 
 
-# --- concurrent runs, full and read-only disks ------------------------------------------------------------
+# --- full and read-only disks (concurrent runs: tests/test_run.py) ---------------------------------------
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def test_concurrent_runs_serialize_and_leave_one_complete_report(project):
-    path = project / "c.yaml"
-    path.write_text(
-        "model: {class: task:TextClassifier, weights: model.pt}\n"
-        "data: {synthetic: {size: 300, seed: 3, max_len: 64}}\nstages: [{export: {}}, {simplify: {}}]\n"
-    )
-    cmd = [sys.executable, "-m", "workbench", "run", str(path), "--quiet", "--no-bench", "--force"]
-    procs = [
-        subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    assert sum("waiting for another run" in err for _, err in outs) == 1
-    report = project / "reports" / "c"
-    metrics = json.loads((report / "metrics.json").read_text())
-    assert metrics["verdict"] == "passed" and [s["stage"] for s in metrics["stages"]] == ["export", "simplify"]
-    for stage in metrics["stages"]:
-        data = (report / stage["artifact"]["file"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == stage["artifact"]["sha256"]
-    assert sorted(p.name for p in report.parent.iterdir()) == [".c.lock", "c"]
 
 
 def _in_mount(project: Path, script: str, size: str) -> subprocess.CompletedProcess:

@@ -10,9 +10,12 @@ import pytest
 from workbench.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"model.pt": [], "recipes/weights/bert.pt": ["--recipe", "recipes/bert.yaml"],
-          "recipes/weights/bilstm.pt": ["--recipe", "recipes/bilstm.yaml"],
-          "recipes/weights/gru.pt": ["--recipe", "recipes/gru.yaml"]}
+MODELS = {
+    "model.pt": [],
+    "recipes/weights/bert.pt": ["--recipe", "recipes/bert.yaml"],
+    "recipes/weights/bilstm.pt": ["--recipe", "recipes/bilstm.yaml"],
+    "recipes/weights/gru.pt": ["--recipe", "recipes/gru.yaml"],
+}
 
 
 @pytest.mark.parametrize("weights", list(MODELS))

@@ -62,7 +62,9 @@ def test_fp32_recipe_on_its_full_set(tmp_path):
     (export,) = metrics["stages"]
     assert metrics["verdict"] == "passed" and metrics["reference"]["samples"] == 2000
     assert export["engines"][0]["check"]["max_excess"] <= 1e-5  # |diff| <= 1e-5 + 1e-5 * |reference|
-    assert f"{export['engines'][0]['check']['max_abs_error']:.1e}" == _readme(r"differs from PyTorch by at most ([\d.e-]+)")
+    assert f"{export['engines'][0]['check']['max_abs_error']:.1e}" == _readme(
+        r"differs from PyTorch by at most ([\d.e-]+)"
+    )
 
 
 @pytest.mark.parametrize("name", ["bert", "bilstm", "gru"])

@@ -19,6 +19,7 @@ class Artifact:
     files: tuple[str, ...]
     op_counts: dict[str, int]
     inputs: tuple[tuple[str, tuple[str | int, ...]], ...]  # name, dims (names for dynamic axes)
+    graph_sha256: str  # what decides the outputs: the graph, the opsets it uses, its external data
 
     @property
     def op_total(self) -> int:
@@ -59,4 +60,15 @@ def describe(path: Path) -> Artifact:
     counts = Counter(node.op_type for node in proto.graph.node)
     digests = [file_sha256(path.parent / name) for name in files]
     digest = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
-    return Artifact(path, digest, size, files, dict(sorted(counts.items())), inputs)
+    return Artifact(path, digest, size, files, dict(sorted(counts.items())), inputs, graph_sha256(proto, digests[1:]))
+
+
+def graph_sha256(proto, external_digests: list[str]) -> str:
+    """A hash of what an engine computes from the file: the graph (nodes, weights, inputs, outputs) and the opset
+    of each domain its nodes use, but not metadata, producer or unused opset imports. Two artifacts with the same
+    graph hash give the same outputs on the same engine: their checks and timings are shared."""
+    used = {node.domain for node in proto.graph.node} | {""}
+    opsets = sorted((o.domain, o.version) for o in proto.opset_import if o.domain in used)
+    digest = hashlib.sha256(proto.graph.SerializeToString(deterministic=True))
+    digest.update(repr((opsets, external_digests)).encode())
+    return digest.hexdigest()

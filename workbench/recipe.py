@@ -123,7 +123,7 @@ class BenchSpec(Strict):
     budget_seconds: float = Field(1.0, gt=0, le=600)  # per case, for all contenders together
     latency_lengths: tuple[Length, ...] = Field((32, 256), min_length=1, strict=False)
     throughput: Throughput = Throughput()
-    chart_lengths: tuple[Length, ...] = Field((16, 64, 256), min_length=2, strict=False)
+    chart_lengths: tuple[Length, ...] = Field((16, 32, 256), min_length=2, strict=False)
     tune: bool = True  # try a small grid of onnxruntime session options on the final artifact
 
 

@@ -8,6 +8,13 @@ from typing import Any
 from workbench.runtimes import REFERENCE, TORCH_INT8
 
 
+def inputs(data: dict[str, Any]) -> dict[str, Any]:
+    """Everything the charts are drawn from: equal inputs draw equal charts (so a rerun may reuse them)."""
+    bench = {k: v for k, v in (data.get("bench") or {}).items() if k not in ("cached", "measured_at")}
+    sizes = [(s["stage"], (s["artifact"] or {}).get("bytes")) for s in data["stages"]]
+    return {"recipe": data["recipe"], "reference": data["reference"]["bytes"], "sizes": sizes, "bench": bench}
+
+
 def write(data: dict[str, Any], folder: Path) -> dict[str, str]:
     """Draw the charts the data allows; return {title: file name} for the report to embed."""
     import matplotlib

@@ -68,6 +68,7 @@ def metrics(
                     "inputs": {name: list(dims) for name, dims in art.inputs},
                 },
                 "facts": record.facts,
+                "same_graph_as": record.same_graph_as,
                 "engines": [_engine(c) for c in record.checks],
             }
         )

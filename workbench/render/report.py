@@ -202,6 +202,11 @@ def _stage_section(s: dict[str, Any], before: dict[str, int]) -> list[str]:
     parts += [f"- parameters: {params}", f"- time: {took}"]
     if s["error"]:
         return parts + [f"- **FAILED**: {s['error']}", ""]
+    if s.get("same_graph_as"):
+        parts.append(
+            f"- graph: the same nodes, weights and opsets as {s['same_graph_as']}'s (only metadata differs), so each "
+            "engine's outputs and timings are those of that stage, computed once"
+        )
     for e in s["engines"]:
         if e["check"]:
             chk = e["check"]

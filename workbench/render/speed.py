@@ -61,6 +61,8 @@ def section(data: dict[str, Any]) -> list[str]:
         _table(header, table),
         "",
     ]
+    for row, same in (bench.get("aliases") or {}).items():
+        parts.append(f"- {row}: the same graph as {same} on the same engine: timed once, shown on both rows")
     for case in bench["cases"]:
         timed = [t for t in bench["timings"] if t["case"] == case["name"]]
         best = min(timed, key=lambda t: t["median_ms"])

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ class Contender:
     stage: str | None  # None for the PyTorch references
     precision: str  # fp32 / int8: the stage's declared precision (PyTorch int8 counts as int8)
     path: Path | None = None
+    same_as: str | None = None  # the row of an earlier stage with the same graph on the same engine: not timed again
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class BenchResult:
     seconds: float  # what measuring took when it was measured
     cached: bool = False
     chart_rows: dict[str, str] = field(default_factory=dict)  # row -> label in the length chart
+    aliases: dict[str, str] = field(default_factory=dict)  # row -> the row whose timings it shares (same graph)
 
     def speedups(self, baseline: str = REFERENCE) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = defaultdict(dict)
@@ -76,6 +78,7 @@ class BenchResult:
             "speedup_vs_pytorch_int8": self.speedups(TORCH_INT8),
             "by_length": [t.to_dict() for t in self.by_length],
             "chart_rows": self.chart_rows,
+            "aliases": self.aliases,
             "precisions": self.precisions,
             "tuning": self.tuning.to_dict() if self.tuning else None,
             "profile": asdict(self.profile) if self.profile else None,
@@ -101,6 +104,7 @@ class BenchResult:
             d["measure_seconds"],
             cached,
             d["chart_rows"],
+            d["aliases"],
         )
 
 
@@ -127,13 +131,20 @@ def run(
     started = time.perf_counter()
     timed_cases = cases(spec)
     headline = Case(f"b1_l{max(spec.latency_lengths)}", 1, max(spec.latency_lengths))
-    runners = [c.runner for c in contenders]
+    timed = [c for c in contenders if c.same_as is None]
     common = {"vocab_size": vocab_size, "budget_s": spec.budget_seconds}
     timings = measure.run_cases(
-        runners, timed_cases, model_inputs, on_block=lambda c, name: say(f"{c.name}: {name}"), **common
+        [c.runner for c in timed],
+        timed_cases,
+        model_inputs,
+        on_block=lambda c, name: say(f"{c.name}: {name}"),
+        **common,
     )
-    # the length chart: the references, the first fp32 artifact and the last int8 one (first engine's rows)
-    artifacts = [c for c in contenders if c.stage is not None]
+    for alias in (c for c in contenders if c.same_as is not None):
+        timings += [replace(t, contender=alias.runner.name) for t in timings if t.contender == alias.same_as]
+    # the length chart: the references, the first fp32 artifact and the last int8 one (first engine's rows);
+    # lengths the latency cases already timed are not timed again
+    artifacts = [c for c in timed if c.stage is not None]
     first_engine = [c for c in artifacts if c.runner.engine == artifacts[0].runner.engine] if artifacts else []
     fp32 = next((c for c in first_engine if c.precision == "fp32"), None)
     int8 = next((c for c in reversed(first_engine) if c.precision == "int8"), None)
@@ -143,11 +154,12 @@ def run(
     }
     by_length = measure.run_cases(
         [c.runner for c in chart],
-        [Case(f"b1_l{n}", 1, n) for n in spec.chart_lengths],
+        [Case(f"b1_l{n}", 1, n) for n in spec.chart_lengths if n not in spec.latency_lengths],
         model_inputs,
         on_block=lambda c, name: say(f"chart {c.name}: {name}"),
         **common,
     )
+    by_length += [t for t in timings if t.batch == 1 and t.length in spec.chart_lengths and t.contender in chart_rows]
     final = next((c for c in reversed(artifacts) if c.runner.engine == "onnxruntime"), None)
     tuning = profile = None
     if final is not None and final.path is not None and final.stage is not None:
@@ -181,6 +193,7 @@ def run(
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
         time.perf_counter() - started,
         chart_rows=chart_rows,
+        aliases={c.runner.name: c.same_as for c in contenders if c.same_as is not None},
     )
 
 
