@@ -77,8 +77,13 @@ def test_other_model_families(tmp_path, name):
     if name == "bert":
         fusions = next(s for s in metrics["stages"] if s["stage"] == "ort_optimize")["facts"]["fusions"]
         assert fusions.get("Attention", 0) > 0 and sum(fusions.values()) > 0
+        assert fusions["EmbedLayerNormalization"] == 1 and fusions["SkipLayerNormalization"] == 4
         assert metrics["reference"]["padding"]["passed"]
-        assert all(e["padding"] and e["padding"]["passed"] for s in metrics["stages"] for e in s["engines"])
+        ran = [e for s in metrics["stages"] for e in s["engines"] if not e["not_applicable"]]
+        assert len(ran) == 7 and all(e["padding"]["passed"] for e in ran)
+        refused = {e["row"]: e for e in final["engines"]}["openvino:quantize_dynamic"]
+        assert "No conversion rule found for operations: com.microsoft.QAttention" in refused["not_applicable"]
+        assert final["engines"][0]["precision"].startswith("int8: MatMulInteger")
     if name == "gru":
         stayed = final["facts"]["stayed_fp32"]["GRU"]
         assert stayed["count"] >= 1 and 0 < stayed["share_of_file"] < 1

@@ -55,7 +55,7 @@ def section(data: dict[str, Any]) -> list[str]:
         "## Speed",
         "",
         when + f"Every contender ran with {bench['threads']} threads on the same seeded inputs, timed in alternating "
-        f"blocks in this run ({runs[0]}-{runs[-1]} timed runs each after 2 warm-up runs, up to "
+        f"blocks in this run ({runs[0]}-{runs[-1]} timed runs each after untimed warm-up calls, up to "
         f"{bench['budget_seconds']:g} s per case). `x` is PyTorch fp32's median over the contender's.",
         "",
         _table(header, table),
@@ -120,10 +120,13 @@ def _profile(bench: dict[str, Any]) -> list[str]:
         f"- onnxruntime's profiler: {shares} of node time.",
         f"- per token: {final} {1000 * medians[profile['row']] / length:.1f} us, PyTorch fp32 "
         f"{1000 * medians[REFERENCE] / length:.1f} us, "
-        f"PyTorch int8 {1000 * medians[TORCH_INT8] / length:.1f} us "
-        "(a recurrent model's steps run one after another, so batch 1 cannot use both cores fully).",
+        f"PyTorch int8 {1000 * medians[TORCH_INT8] / length:.1f} us.",
     ]
     macs = profile.get("lstm_macs_per_token")
+    if macs:
+        lines[-1] = lines[-1][:-1] + (
+            " (an LSTM's steps run one after another, so batch 1 cannot use both cores fully)."
+        )
     if macs:
         rates = []
         for case in bench["cases"]:

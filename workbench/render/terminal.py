@@ -37,7 +37,7 @@ def summary(recipe: Recipe, data: dict[str, Any], quiet: bool) -> None:
     keep = [header.index(c) for c in COLUMNS]
     short = [[row[i] for i in keep] for row in rows]
     for row in short:  # the terminal says "cached" once, below the table
-        row[-1] = row[-1].replace(" (cached)", "")
+        row[-1] = row[-1].replace(" (cached)", "").replace("not applicable", "n/a")
     Console(quiet=quiet).print(table([COLUMNS[header[i]] for i in keep], short, f"{recipe.name}: {data['verdict']}"))
     cached = [s["stage"] for s in data["stages"] if s["cached"]]
     if cached:

@@ -54,6 +54,13 @@ def runtime_precision(compiled: Any) -> str:
     return "; ".join(parts) + ("" if INT8 & set(seen) else " (no int8 arithmetic at run time)")
 
 
+def refusal(text: str) -> str:
+    """The lines of an OpenVINO error that say why (its own source locations and check banners left out)."""
+    noise = ("Exception from", "Check '", "FrontEnd API failed", "Summary:")
+    lines = [line.strip(" -") for line in text.splitlines() if line.strip() and not line.startswith(noise)]
+    return " ".join(lines)[:400] or text.strip()[:400]
+
+
 @engine("openvino", params=OpenVinoParams, module="openvino", install='pip install -e ".[openvino]"')
 def load(path: Path, params: EngineParams, threads: int) -> Runner:
     assert isinstance(params, OpenVinoParams)
@@ -64,9 +71,5 @@ def load(path: Path, params: EngineParams, threads: int) -> Runner:
     try:
         compiled = core.compile_model(core.read_model(str(path)), params.device, config)
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line reasons
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = next(
-            (line for line in lines if not line.startswith(("Exception from", "Check "))), lines[0] if lines else ""
-        )
-        raise NotApplicable(f"OpenVINO refused this model: {reason[:300]}") from None
+        raise NotApplicable(f"OpenVINO refused this model: {refusal(str(exc))}") from None
     return OpenVinoRunner(f"openvino:{path.stem}", compiled, runtime_precision(compiled))
