@@ -12,7 +12,7 @@ from workbench.render import report
 # report column -> its shorter terminal heading (the whole table fits 80 columns)
 COLUMNS = {
     "row": "row",
-    "bytes": "bytes",
+    "of fp32": "size",
     "max abs err": "max err",
     "agreement": "agree",
     "accuracy": "acc",
@@ -25,8 +25,8 @@ def table(header: list[str], rows: list[list[str]], title: str) -> Any:
     from rich.table import Table
 
     out = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)  # light chrome: room for figures in 80 columns
-    for name in header:
-        out.add_column(name, overflow="fold")  # fold rather than cut a figure short
+    for index, name in enumerate(header):
+        out.add_column(name, overflow="fold", no_wrap=index == 0)  # fold figures rather than cut them; rows whole
     for row in rows:
         out.add_row(*row)
     return out
@@ -37,7 +37,7 @@ def summary(recipe: Recipe, data: dict[str, Any], quiet: bool) -> None:
     keep = [header.index(c) for c in COLUMNS]
     short = [[row[i] for i in keep] for row in rows]
     for row in short:  # the terminal says "cached" once, below the table
-        row[-1] = row[-1].replace(" (cached)", "").replace("not applicable", "n/a")
+        row[-1] = row[-1].replace(" (cached)", "").replace("not applicable", "n/a").replace("reference", "-")
     Console(quiet=quiet).print(table([COLUMNS[header[i]] for i in keep], short, f"{recipe.name}: {data['verdict']}"))
     cached = [s["stage"] for s in data["stages"] if s["cached"]]
     if cached:
