@@ -68,7 +68,38 @@ class Claim:
 #         "onnxruntime vs torch, batched max", bound="at_most"),
 #   Claim(r"cold run with benchmarks (?P<low>[\d.]+)-(?P<high>[\d.]+) s", "cold run (--force)"),
 #   Claim(r"\*\*Held-out accuracy: (?P<value>[\d.]+)%\*\*", "held-out accuracy", scale=0.01),
-CLAIMS: tuple[Claim, ...] = ()
+CLAIMS: tuple[Claim, ...] = (
+    # recipe_speed.py
+    Claim(r"cold run with benchmarks \(`--force`\) \| (?P<low>[\d.]+)-(?P<high>[\d.]+) s", "cold run (--force)"),
+    Claim(
+        r"unchanged rerun \(stages, checks and benchmarks cached\) \| (?P<low>[\d.]+)-(?P<high>[\d.]+) s",
+        "unchanged rerun",
+    ),
+    Claim(r"costs (?P<low>[\d.]+)-(?P<high>[\d.]+) s of a cold run", "cold run (--force) report benchmarks"),
+    # engines.py
+    Claim(
+        r"onnxruntime int8 \(`DynamicQuantizeLSTM`\) (?P<low>[\d.]+)-(?P<high>[\d.]+) ms",
+        "onnxruntime:quantize_dynamic b1_l256 ms",
+    ),
+    Claim(r"the same file on OpenVINO (?P<low>[\d.]+)-(?P<high>[\d.]+) ms", "openvino:quantize_dynamic b1_l256 ms"),
+    Claim(r"onnxruntime fp32 (?P<low>[\d.]+)-(?P<high>[\d.]+) ms", "onnxruntime:export b1_l256 ms"),
+    Claim(r"OpenVINO f32 (?P<low>[\d.]+)-(?P<high>[\d.]+) ms", "openvino:export b1_l256 ms"),
+    Claim(r"PyTorch fp32\s+(?P<low>[\d.]+)-(?P<high>[\d.]+) ms", "pytorch fp32 b1_l256 ms"),
+    # speed_targets.py
+    Claim(r">= 5x PyTorch fp32 \| (?P<low>[\d.]+)-(?P<high>[\d.]+)x", "onnx int8 vs pytorch fp32, b1 l256"),
+    Claim(r">= 3x PyTorch int8 \| (?P<low>[\d.]+)-(?P<high>[\d.]+)x", "onnx int8 vs pytorch int8, b1 l256"),
+    Claim(
+        r">= 3x PyTorch fp32 throughput \| (?P<low>[\d.]+)-(?P<high>[\d.]+)x",
+        "onnx int8 throughput vs pytorch fp32, b64 l256",
+    ),
+    Claim(r"int8 size <= 26% of fp32 \| (?P<value>[\d.]+)%", "int8 size as a share of fp32", scale=0.01),
+    Claim(r"\| (?P<value>[\d.]+) points drop \|", "accuracy drop vs pytorch fp32, points"),
+    # exactness.py
+    Claim(
+        r"onnxruntime's LSTM differs from PyTorch by\s+at\s+most\s+(?P<value>[\d.e-]+)",
+        "onnxruntime vs torch, batched max",
+    ),
+)
 
 
 def _number(text: str) -> Decimal:

@@ -168,3 +168,18 @@ def test_rebench_and_force(copy):
     hits = _hits(_run(copy, "--rebench"))
     assert not hits["bench"] and hits["export"] and hits["reference"]
     assert not any(_hits(_run(copy, "--force")).values())
+
+
+def test_an_unchanged_rerun_loads_no_model_and_no_engine(copy):
+    """Everything cached: the rerun builds no PyTorch model and no session (no torch, onnxruntime or matplotlib
+    import at all), which is what keeps it to about a second. Run in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from workbench.cli import main; code = main(['run', 'k.yaml', '--quiet']); "
+        "print(code, *(m in sys.modules for m in ('torch', 'onnxruntime', 'matplotlib', 'openvino')))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=copy, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split()[-5:] == ["0", "False", "False", "False", "False"], done.stdout + done.stderr
+    assert all(_hits(json.loads((copy / "reports" / "k" / "metrics.json").read_text())).values())

@@ -82,3 +82,12 @@ def test_verify_exits_1_naming_each_disagreement(tmp_path, capsys):
     assert check_readme.verify({"cold": 35.0, "rerun": 4.0}, readme, CLAIMS) == 1
     out = capsys.readouterr().out
     assert "2 disagreements" in out and "cold: README says" in out and "rerun: README says" in out
+
+
+def test_every_claim_of_the_scripts_finds_its_figure_in_the_readme():
+    """Rewording the README around a figure must not silently drop it from the scripts' checks."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [c.figure for c in check_readme.CLAIMS if not re.search(c.pattern, text)]
+    assert not missing and len(check_readme.CLAIMS) >= 14, missing

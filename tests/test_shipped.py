@@ -78,6 +78,7 @@ def test_other_model_families(tmp_path, name):
         fusions = next(s for s in metrics["stages"] if s["stage"] == "ort_optimize")["facts"]["fusions"]
         assert fusions.get("Attention", 0) > 0 and sum(fusions.values()) > 0
         assert fusions["EmbedLayerNormalization"] == 1 and fusions["SkipLayerNormalization"] == 4
+        assert _readme(r"on the BERT: ([A-Za-z0-9, ]+)\)") == ", ".join(f"{k} {v}" for k, v in fusions.items() if v)
         assert metrics["reference"]["padding"]["passed"]
         ran = [e for s in metrics["stages"] for e in s["engines"] if not e["not_applicable"]]
         assert len(ran) == 7 and all(e["padding"]["passed"] for e in ran)

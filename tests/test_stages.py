@@ -24,7 +24,7 @@ def _export(
     """Export with the workbench's own export stage (TorchScript exporter, dynamic batch and sequence axes)."""
     layout = ("batch", "sequence") if batch_first else ("sequence", "batch")
     axes = {name: dict(enumerate(layout)) for name in names}
-    source = TorchSource(module.eval(), names, "logits", example, {**axes, "logits": {0: "batch"}}, {})
+    source = TorchSource(module.eval, names, "logits", lambda: example, {**axes, "logits": {0: "batch"}}, {})
     spec = REGISTRY["export"]
     spec.run(Source(torch=source), spec.params(), dst)
     return dst

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from workbench import __version__, run
 from workbench.recipe import Recipe
 from workbench.render import charts, metrics, report, terminal
-from workbench.runtimes import ENGINES, NotApplicable, row_name
+from workbench.runtimes import ENGINES, REFERENCE, TORCH_INT8, NotApplicable
 from workbench.runtimes.pool import Pool
 from workbench.store import publish
 from workbench.store.cache import Cache
@@ -93,7 +93,7 @@ def run_recipe(
             )
             with Progress(*columns, console=console) as progress:
                 source, model_key = run.torch_source(recipe)
-                pool = Pool(threads, source.module, source.input_names, source.output_name)
+                pool = Pool(threads, source)
                 result = run.run(recipe, source, model_key, pool, force=force, progress=RichProgress(progress))
                 t0 = time.perf_counter()
                 figures = None
@@ -116,8 +116,8 @@ def _benchmark(
     recipe: Recipe, result: run.RunResult, pool: Pool, model_key: str, progress: Progress, *, force: bool
 ) -> suite.BenchResult:
     task = progress.add_task("benchmarks", total=None)
-    contenders = [suite.Contender(pool.reference(), None, "fp32"), suite.Contender(pool.torch_int8(), None, "int8")]
-    identities: list[dict] = [{"row": c.runner.name, "model": model_key} for c in contenders]
+    identities: list[dict] = [{"row": REFERENCE, "model": model_key}, {"row": TORCH_INT8, "model": model_key}]
+    rows = []  # (record, runtime, the row with the same graph on the same engine, timed in its place)
     runtimes = {r.name: r for r in recipe.runtimes}
     first_row: dict[tuple[str, str], str] = {}  # (engine, graph sha256) -> the row that times it
     for record in result.records:
@@ -125,24 +125,28 @@ def _benchmark(
             if record.artifact is None or check.not_applicable is not None:
                 continue
             runtime = runtimes[check.engine]
-            try:
-                runner = pool.artifact(runtime.name, runtime.params, record.stage, record.artifact.path)
-            except NotApplicable:
-                continue
-            same = first_row.setdefault((runtime.name, record.artifact.graph_sha256), runner.name)
-            contenders.append(
-                suite.Contender(
-                    runner, record.stage, record.precision, record.artifact.path, None if same == runner.name else same
-                )
-            )
+            same = first_row.setdefault((runtime.name, record.artifact.graph_sha256), check.row)
+            rows.append((record, runtime, None if same == check.row else same))
             identities.append(
                 {
-                    "row": row_name(runtime.name, record.stage),
+                    "row": check.row,
                     "sha256": record.artifact.sha256,
                     "version": ENGINES[runtime.name].version(),
                     "params": runtime.params.model_dump(mode="json"),
                 }
             )
+
+    def contenders() -> list[suite.Contender]:
+        """Built only when the suite is measured: a cached suite loads no model and no session."""
+        out = [suite.Contender(pool.reference(), None, "fp32"), suite.Contender(pool.torch_int8(), None, "int8")]
+        for record, runtime, same in rows:
+            try:
+                runner = pool.artifact(runtime.name, runtime.params, record.stage, record.artifact.path)
+            except NotApplicable:
+                continue
+            out.append(suite.Contender(runner, record.stage, record.precision, record.artifact.path, same))
+        return out
+
     spec = recipe.settings.bench
     key = bench_cache.bench_key(identities, spec.model_dump(mode="json"), pool.threads, run.machine())
     started = time.perf_counter()
@@ -154,7 +158,7 @@ def _benchmark(
         Cache(recipe.root / run.CACHE_DIR),
         key,
         lambda: suite.run(
-            contenders, spec, recipe.model.inputs, threads=pool.threads, vocab_size=recipe.model.vocab_size, note=note
+            contenders(), spec, recipe.model.inputs, threads=pool.threads, vocab_size=recipe.model.vocab_size, note=note
         ),
         force=force,
     )

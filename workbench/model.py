@@ -48,6 +48,25 @@ def import_class_from(spec: str, *, search_path: Path) -> tuple[type, Path | Non
     return cls, Path(source) if source else None
 
 
+def module_file(spec: str, *, search_path: Path) -> Path | None:
+    """The source file ``import_class(spec)`` would import, found without importing it (no torch import for a
+    cache key); a module that cannot be found is an InputError."""
+    import importlib.machinery
+    import importlib.util
+
+    module_name = spec.partition(":")[0]
+    top = module_name.split(".")[0]
+    with _on_path(search_path):
+        found = importlib.machinery.PathFinder.find_spec(top, [str(search_path)]) if "." not in module_name else None
+        try:
+            found = found or importlib.util.find_spec(module_name)
+        except (ImportError, ValueError) as exc:
+            raise InputError(f"cannot import module {module_name!r} (searched {search_path} first): {exc}") from None
+    if found is None:
+        raise InputError(f"cannot import module {module_name!r} (searched {search_path} first): no such module")
+    return Path(found.origin) if found.origin and found.has_location else None
+
+
 @contextmanager
 def _shadowed_set_aside(module_name: str, search_path: Path):
     """A top-level module imported earlier from elsewhere, that ``search_path`` also holds, is imported anew from

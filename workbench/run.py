@@ -19,8 +19,8 @@ import numpy as np
 
 from workbench import __version__, data, validate
 from workbench.artifact import Artifact, describe
-from workbench.errors import StageError
-from workbench.model import build, import_class_from, load_state_dict
+from workbench.errors import InputError, StageError
+from workbench.model import build, import_class, load_state_dict, module_file
 from workbench.recipe import Accept, Recipe, RuntimeConfig, StageConfig
 from workbench.runtimes import ENGINES, NotApplicable, Runner, row_name
 from workbench.runtimes.pool import Pool
@@ -197,29 +197,32 @@ def example_inputs(recipe: Recipe) -> tuple[Any, ...]:
 
 
 def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
-    """The eval-mode module ready for export, and a key naming exactly what it was built from."""
-    import torch
+    """The module ready for export (built on first use), and a key naming exactly what it is built from."""
+    from importlib.metadata import version
 
     spec = recipe.model
-    cls, code_file = import_class_from(spec.class_, search_path=recipe.root)
     weights = recipe.resolve(spec.weights)
-    module = build(cls, dict(spec.kwargs), load_state_dict(weights), source=weights)
+    if not weights.is_file():
+        raise InputError(f"{weights}: weights file not found")
+    code_file = module_file(spec.class_, search_path=recipe.root)
     weights_sha = file_sha256(weights)
-    try:
-        code_sha = file_sha256(code_file) if code_file else "unknown"
-    except OSError:
-        code_sha = "unknown"
+    code_sha = file_sha256(code_file) if code_file else "unknown"
+
+    def build_module() -> Any:
+        cls = import_class(spec.class_, search_path=recipe.root)
+        return build(cls, dict(spec.kwargs), load_state_dict(weights), source=weights)
+
     axes = {i.name: {n: axis for n, axis in enumerate(i.axes)} for i in spec.inputs}
     axes[spec.output] = {0: "batch"}
     metadata = {
         "model_class": spec.class_,
         "weights_sha256": weights_sha,
-        "torch_version": torch.__version__,
+        "torch_version": version("torch"),
         "vocab_size": str(spec.vocab_size),
         "producer": f"workbench {__version__}",
     }
     names = tuple(i.name for i in spec.inputs)
-    source = TorchSource(module, names, spec.output, example_inputs(recipe), axes, metadata)
+    source = TorchSource(build_module, names, spec.output, lambda: example_inputs(recipe), axes, metadata)
     model_dump = spec.model_dump(exclude={"weights"})
     return source, key(spec.class_, code_sha, weights_sha, spec.kwargs, model_dump)
 

@@ -10,11 +10,10 @@ from workbench.runtimes import torch as torch_runners
 
 
 class Pool:
-    def __init__(self, threads: int, module: Any, input_names: tuple[str, ...], output_name: str):
-        self.threads = threads
-        self.module, self.input_names, self.output_name = module, input_names, output_name
+    def __init__(self, threads: int, source: Any):
+        """``source``: a ``stages.TorchSource``; its module is built only when a PyTorch runner is needed."""
+        self.threads, self.source = threads, source
         self._runners: dict[tuple[str, str], Runner | NotApplicable] = {}
-        torch_runners.set_threads(threads)
 
     def reference(self) -> Runner:
         return self._get(("pytorch", REFERENCE), lambda: torch_runners.fp32(REFERENCE, *self._torch_args()))
@@ -33,7 +32,8 @@ class Pool:
         return self._get((engine, str(path)), load)
 
     def _torch_args(self) -> tuple[Any, tuple[str, ...], str]:
-        return self.module, self.input_names, self.output_name
+        torch_runners.set_threads(self.threads)
+        return self.source.module, self.source.input_names, self.source.output_name
 
     def _get(self, slot: tuple[str, str], build: Any) -> Runner:
         if slot not in self._runners:

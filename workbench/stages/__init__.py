@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,16 +26,28 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class TorchSource:
-    """What ``export`` needs: the eval-mode module, its inputs in ``forward``'s order, and its output."""
+    """What ``export`` needs: the eval-mode module, its inputs in ``forward``'s order, and its output.
 
-    module: torch.nn.Module
+    The module and the example inputs are built on first use: a rerun whose every stage, check and
+    benchmark comes from the cache never imports torch.
+    """
+
+    build: Callable[[], torch.nn.Module]
     input_names: tuple[str, ...]
     output_name: str
-    example: tuple[torch.Tensor, ...]
+    make_example: Callable[[], tuple[torch.Tensor, ...]]
     dynamic_axes: dict[str, dict[int, str]]
     metadata: dict[str, str]
+
+    @cached_property
+    def module(self) -> torch.nn.Module:
+        return self.build()
+
+    @cached_property
+    def example(self) -> tuple[torch.Tensor, ...]:
+        return self.make_example()
 
 
 @dataclass(frozen=True)
