@@ -93,6 +93,8 @@ CHANGES = {
         ("reference", "export", "simplify", "bench"),
     ),
     "stage parameters": (lambda p: _edit(p, "opset: 17", "opset: 16"), MISS[1:]),
+    # the synthetic set draws its noise ids from the vocabulary: other samples, and the same graph re-validated
+    "vocabulary size": (lambda p: _edit(p, "weights: mlp.pt}", "weights: mlp.pt, vocab_size: 500}"), MISS),
     # other export parameters that give the same bytes (nothing to fold in this model): both stages are redone
     # (the chain of keys changed), their checks and the benchmarks, keyed by artifact content, are reused
     "parameters, same artifact": (
@@ -183,3 +185,17 @@ def test_an_unchanged_rerun_loads_no_model_and_no_engine(copy):
     done = subprocess.run([sys.executable, "-c", script], cwd=copy, capture_output=True, text=True, timeout=120)
     assert done.stdout.split()[-5:] == ["0", "False", "False", "False", "False"], done.stdout + done.stderr
     assert all(_hits(json.loads((copy / "reports" / "k" / "metrics.json").read_text())).values())
+
+
+def test_torch_version_is_part_of_the_pytorch_rows_of_the_bench_key(copy, monkeypatch):
+    real = run.tool_versions
+    monkeypatch.setattr(run, "tool_versions", lambda runtimes=(): {**real(runtimes), "torch": "0.0.0-other"})
+    assert not _hits(_run(copy))["bench"]
+
+
+def test_a_stage_s_own_code_is_part_of_its_key(copy, monkeypatch):
+    """Editing a stage's module (its file's sha256 is in the key) redoes that stage and what follows from it."""
+    real = run.source_sha256
+    monkeypatch.setattr(run, "source_sha256", lambda f: "edited" if f.__name__ == "simplify" else real(f))
+    hits = _hits(_run(copy, "--no-bench"))
+    assert hits["export"] and hits["check export"] and not hits["simplify"]

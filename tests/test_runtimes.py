@@ -129,3 +129,47 @@ def test_a_file_an_engine_refuses_is_not_applicable(tmp_path):
     with pytest.raises(NotApplicable, match="OpenVINO refused this model"):
         ENGINES["openvino"].load(bad, ov_engine.OpenVinoParams(), 1)
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "model_section, message",
+    [
+        (  # two inputs declared for a one-input model
+            "  inputs: [{name: text}, {name: mask, feed: mask}]\n",
+            r"TextClassifier.forward failed on the recipe's declared inputs \(text \[\d+, \d+\], mask \[\d+, \d+\]\): "
+            r"TypeError: .*positional argument",
+        ),
+        (  # ids beyond the model's embedding
+            "  vocab_size: 2000\n",
+            r"TextClassifier.forward failed .*IndexError: index out of range in self \(check model.inputs and "
+            r"model.vocab_size",
+        ),
+    ],
+)
+def test_a_recipe_that_does_not_fit_the_model_is_one_line(project, capsys, model_section, message):
+    import re
+
+    path = project / "misfit.yaml"
+    path.write_text(
+        "model:\n  class: task:TextClassifier\n  weights: model.pt\n"
+        + model_section
+        + "data: {synthetic: {size: 8, seed: 1, max_len: 16}}\nstages: [{export: {}}]\n"
+    )
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_a_forward_that_returns_a_tuple_is_one_line(project, capsys):
+    (project / "tuple_model.py").write_text(
+        "import task\n\nclass Tupled(task.TextClassifier):\n"
+        "    def forward(self, text):\n        return super().forward(text), None\n"
+    )
+    path = project / "tupled.yaml"
+    path.write_text(
+        "model: {class: tuple_model:Tupled, weights: model.pt}\n"
+        "data: {synthetic: {size: 8, seed: 1, max_len: 16}}\nstages: [{export: {}}]\n"
+    )
+    assert main(["run", str(path), "--quiet", "--no-bench"]) == 2
+    err = capsys.readouterr().err
+    assert "Tupled.forward returned tuple; it must return the logits tensor" in err and err.count("\n") == 1, err

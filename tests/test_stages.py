@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from workbench import recipe, zoo
-from workbench.errors import RecipeError
+from workbench.errors import RecipeError, StageError
 from workbench.stages import REGISTRY, Source, TorchSource
 
 HEADS, HIDDEN, LAYERS, VOCAB, POSITIONS = 2, 32, 2, 200, 64
@@ -239,3 +239,28 @@ def test_a_weight_read_by_two_ops_counts_once(tmp_path):
     assert facts["stayed_fp32"] == {
         "MatMul": {"count": 2, "weight_bytes": 16 * 16 * 4, "share_of_file": share, "reason": "not in op_types"}
     }
+
+
+def test_a_quantizer_that_finds_nothing_to_quantize_fails_the_stage(gru, tmp_path):
+    """op_types that the graph does not have (an LSTM asked of a GRU model) would give an 'int8' file that is the
+    fp32 one: the stage refuses, naming what it was asked for and what does carry fp32 weights."""
+    with pytest.raises(StageError) as caught:
+        _run("quantize_dynamic", gru, tmp_path / "q.onnx", op_types=["LSTM"])
+    assert str(caught.value) == (
+        "quantize_dynamic quantized nothing: no op of the types asked for (LSTM) reads fp32 weights in this graph; "
+        "ops with fp32 weights here: GRU, Gather, Gemm"
+    )
+
+
+def test_an_execution_provider_this_onnxruntime_lacks_is_a_recipe_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "model: {class: task:TextClassifier, weights: model.pt}\n"
+        "runtimes: [{onnxruntime: {providers: [CPUExecutionProvder]}}]\nstages: [{export: {}}]\n"
+    )
+    with pytest.raises(
+        RecipeError,
+        match=r"runtimes\[0\].onnxruntime.providers: .*CPUExecutionProvder: not available "
+        r"in this onnxruntime; available: .*CPUExecutionProvider",
+    ):
+        recipe.load(path)

@@ -35,3 +35,18 @@ def test_failed_writer_leaves_nothing(tmp_path):
 def test_keys_are_stable_and_distinct():
     assert key("a", {"x": 1, "y": 2}) == key("a", {"y": 2, "x": 1})
     assert key("a", 1) != key("a", 2)
+
+
+def test_an_entry_another_writer_put_in_place_first_is_kept(tmp_path):
+    """Two runs (of recipes sharing one cache) compute the same entry: the second keeps the first one's entry,
+    so a reader of it never finds it half-swapped; --force (replace=True) puts the new one in place."""
+    cache = Cache(tmp_path / "c")
+    with cache.put("k") as (second, _):
+        (second / "a.onnx").write_bytes(b"second")
+        with cache.put("k") as (first, _):  # finishes first
+            (first / "a.onnx").write_bytes(b"first")
+    assert (cache.get("k")[0] / "a.onnx").read_bytes() == b"first"
+    with cache.put("k", replace=True) as (forced, _):
+        (forced / "a.onnx").write_bytes(b"forced")
+    assert (cache.get("k")[0] / "a.onnx").read_bytes() == b"forced"
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["k"]

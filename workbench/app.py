@@ -46,11 +46,18 @@ class RichProgress(run.Progress):
 
 @dataclass(frozen=True)
 class Timings:
-    """What the command took, split the way the report shows it."""
+    """What the command took, split the way the report shows it (the total is taken when the report is written)."""
 
-    total: float
+    started: float
     validation: float
     benchmarks: float
+
+    def split(self) -> dict[str, float]:
+        return {
+            "total": time.perf_counter() - self.started,
+            "validation": self.validation,
+            "benchmarks": self.benchmarks,
+        }
 
 
 class _Captured(logging.Handler):
@@ -101,10 +108,11 @@ def run_recipe(
                     figures = _benchmark(recipe, result, pool, model_key, progress, force=force or rebench)
                 bench_s = time.perf_counter() - t0
             notes = _notes(captured.lines, [str(w.message) for w in caught])
-            timings = Timings(time.perf_counter() - started, result.validation_seconds, bench_s)
+            timings = Timings(started, result.validation_seconds, bench_s)
             written: dict = {}
             publish.publish(
-                recipe.report_dir, lambda folder: written.update(_fill(result, figures, notes, timings, folder))
+                recipe.report_dir,
+                lambda folder: written.update(_fill(result, figures, notes, timings, folder, redraw=force)),
             )
     finally:
         root.removeHandler(captured)
@@ -116,7 +124,10 @@ def _benchmark(
     recipe: Recipe, result: run.RunResult, pool: Pool, model_key: str, progress: Progress, *, force: bool
 ) -> suite.BenchResult:
     task = progress.add_task("benchmarks", total=None)
-    identities: list[dict] = [{"row": REFERENCE, "model": model_key}, {"row": TORCH_INT8, "model": model_key}]
+    torch_version = result.environment["torch"]
+    identities: list[dict] = [
+        {"row": name, "model": model_key, "version": torch_version} for name in (REFERENCE, TORCH_INT8)
+    ]
     rows = []  # (record, runtime, the row with the same graph on the same engine, timed in its place)
     runtimes = {r.name: r for r in recipe.runtimes}
     first_row: dict[tuple[str, str], str] = {}  # (engine, graph sha256) -> the row that times it
@@ -173,12 +184,12 @@ def _notes(log_lines: list[str], warning_lines: list[str]) -> list[str]:
     return [line[:500] for line in seen]
 
 
-def _charts(data: dict, cache: Cache, folder: Path) -> dict[str, str]:
+def _charts(data: dict, cache: Cache, folder: Path, *, redraw: bool) -> dict[str, str]:
     """The report's charts, drawn once per distinct input (drawing them takes a second; an unchanged rerun reuses)."""
     entry = key("charts", __version__, charts.inputs(data))
-    hit = cache.get(entry)
+    hit = None if redraw else cache.get(entry)
     if hit is None:
-        with cache.put(entry) as (scratch, facts):
+        with cache.put(entry, replace=redraw) as (scratch, facts):
             facts["charts"] = charts.write(data, scratch)
         hit = cache.get(entry)
         assert hit is not None, "a cache entry just written failed its hash check"
@@ -189,13 +200,20 @@ def _charts(data: dict, cache: Cache, folder: Path) -> dict[str, str]:
 
 
 def _fill(
-    result: run.RunResult, figures: suite.BenchResult | None, notes: list[str], timings: Timings, folder: Path
+    result: run.RunResult,
+    figures: suite.BenchResult | None,
+    notes: list[str],
+    timings: Timings,
+    folder: Path,
+    *,
+    redraw: bool,
 ) -> dict:
     copies = run.copy_artifacts(result, folder)
     if figures is not None and figures.tuning is not None and figures.tuning.stage in copies:
         tune.save(figures.tuning, copies[figures.tuning.stage])
-    data = metrics.metrics(result, figures, copies, notes=notes, timings=timings.__dict__)
-    data["charts"] = _charts(data, Cache(result.recipe.root / run.CACHE_DIR), folder)
+    cache = Cache(result.recipe.root / run.CACHE_DIR)
+    drawn = _charts(metrics.metrics(result, figures, copies), cache, folder, redraw=redraw)
+    data = metrics.metrics(result, figures, copies, notes=notes, timings=timings.split(), charts=drawn)
     report.write(data, result.recipe.text, folder)
     run.pause("publish")
     return data

@@ -148,8 +148,8 @@ def _bench(args: argparse.Namespace) -> int:
     from workbench import recipe as recipes
     from workbench import run
     from workbench.render import speed, terminal
-    from workbench.runtimes import ENGINES, REFERENCE, TORCH_INT8
-    from workbench.runtimes import torch as torch_runners
+    from workbench.runtimes import ENGINES
+    from workbench.runtimes.pool import Pool
     from workbench.timing.files import bench_files, guess_inputs
 
     if (args.threads is not None and args.threads < 1) or (args.budget is not None and args.budget <= 0):
@@ -169,10 +169,8 @@ def _bench(args: argparse.Namespace) -> int:
     threads = run.threads_for(parsed, args.threads)
     references = []
     if parsed:
-        source, _ = run.torch_source(parsed)
-        torch_runners.set_threads(threads)
-        names = (source.module, source.input_names, source.output_name)
-        references = [torch_runners.fp32(REFERENCE, *names), torch_runners.dynamic_int8(TORCH_INT8, *names)]
+        pool = Pool(threads, run.torch_source(parsed)[0])
+        references = [pool.reference(), pool.torch_int8()]
     inputs = parsed.model.inputs if parsed else guess_inputs(args.files[0])
     vocab = args.vocab_size or (parsed.model.vocab_size if parsed else _vocab_from_metadata(args.files[0]))
     figures = bench_files(

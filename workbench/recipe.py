@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workbench.errors import RecipeError
-from workbench.runtimes import ENGINES, EngineParams
+from workbench.runtimes import DEFAULT_ENGINES, ENGINES, EngineParams
 from workbench.stages import REGISTRY, Params
 
 MAX_RECIPE_BYTES = 1 << 20
@@ -143,7 +143,7 @@ class Settings(Strict):
     model: ModelSpec
     data: DataSpec = DataSpec(synthetic=SyntheticData())
     bench: BenchSpec = BenchSpec()
-    runtimes: list[Any] = Field(["onnxruntime"], min_length=1, max_length=8)  # engines the ONNX artifacts run on
+    runtimes: list[Any] = Field(list(DEFAULT_ENGINES), min_length=1, max_length=8)  # engines the ONNX artifacts run on
     stages: list[Any] = Field(min_length=1)
 
 

@@ -21,7 +21,7 @@ from workbench import __version__, data, validate
 from workbench.artifact import Artifact, describe
 from workbench.errors import InputError, StageError
 from workbench.model import build, import_class, load_state_dict, module_file
-from workbench.recipe import Accept, Recipe, RuntimeConfig, StageConfig
+from workbench.recipe import DEFAULT_ACCEPT, Accept, Recipe, RuntimeConfig, StageConfig
 from workbench.runtimes import ENGINES, NotApplicable, Runner, row_name
 from workbench.runtimes.pool import Pool
 from workbench.stages import REGISTRY, Source, TorchSource
@@ -144,11 +144,15 @@ def pause(point: str) -> None:
 
 def tool_versions(runtimes: tuple[RuntimeConfig, ...] = ()) -> dict[str, str]:
     """Versions of the tools results depend on, read from package metadata (importing onnxsim alone takes 0.6 s)."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     versions = {"workbench": __version__, "python": platform.python_version()}
     for package in ("torch", "onnx", "onnxruntime", "onnxsim", "numpy"):
         versions[package] = version(package)
+    try:
+        versions["transformers"] = version("transformers")  # the zoo's BERT is built by it
+    except PackageNotFoundError:
+        pass
     for runtime in runtimes:
         versions.setdefault(runtime.name, ENGINES[runtime.name].version())
     return versions
@@ -227,6 +231,16 @@ def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
     return source, key(spec.class_, code_sha, weights_sha, spec.kwargs, model_dump)
 
 
+def source_sha256(function: Callable[..., Any]) -> str:
+    """The sha256 of the file that defines ``function``: editing a stage's code redoes its cached work."""
+    import inspect
+
+    try:
+        return file_sha256(Path(inspect.getsourcefile(function) or ""))
+    except (OSError, TypeError):
+        return "unknown"
+
+
 def threads_for(recipe: Recipe | None, override: int | None = None) -> int:
     """The one rule for threads: the command line, else the recipe, else every core."""
     return override or (recipe.settings.threads if recipe else None) or os.cpu_count() or 1
@@ -258,7 +272,13 @@ def evaluation(recipe: Recipe) -> Evaluation:
         np.array([s.label for s in samples]),
         recipe.model.inputs,
         spec.batch_size,
-        key(spec.model_dump(), file_sha256(jsonl) if jsonl else None, [i.model_dump() for i in recipe.model.inputs]),
+        # what decides the samples and how they are fed (the synthetic set draws its noise from the vocabulary)
+        key(
+            spec.model_dump(),
+            file_sha256(jsonl) if jsonl else None,
+            recipe.model.vocab_size,
+            [i.model_dump() for i in recipe.model.inputs],
+        ),
         recipe.model.has_mask,
     )
 
@@ -289,7 +309,7 @@ def run(
     )
     reference_logits = arrays["logits"]
     weights = recipe.resolve(recipe.model.weights)
-    fp32_accept = recipe_fp32_accept()
+    fp32_accept = DEFAULT_ACCEPT["fp32"]
     reference = Reference(
         weights,
         source.metadata["weights_sha256"],
@@ -307,7 +327,7 @@ def run(
     parent_key, parent_sha, parent_path = model_key, reference.weights_sha256, None
     skipped: tuple[str, ...] = ()
     graphs: dict[str, str] = {}  # graph sha256 -> the first stage that produced it
-    shared: dict[tuple[str, str], Any] = {}  # (engine, graph sha256) -> its outputs, computed once per run
+    shared: dict[str, Any] = {}  # check entry key -> its outputs, computed once per run
     for index, config in enumerate(recipe.stages):
         progress.stage(config.name)
         stage_source = Source(torch=source if parent_path is None else None, onnx=parent_path)
@@ -342,12 +362,6 @@ def run(
     )
 
 
-def recipe_fp32_accept() -> Accept:
-    from workbench.recipe import DEFAULT_ACCEPT
-
-    return DEFAULT_ACCEPT["fp32"]
-
-
 def _reference_arrays(runner: Runner, ev: Evaluation, advance: Callable[[int], None]) -> dict[str, np.ndarray]:
     pause("reference")
     arrays = {"logits": ev.logits(runner, advance)}
@@ -371,7 +385,7 @@ def _cached_arrays(
     if hit is not None:
         folder, facts = hit
         return {p.stem: np.load(p) for p in folder.glob("*.npy")}, facts, True
-    with cache.put(entry_key) as (scratch, facts):
+    with cache.put(entry_key, replace=force) as (scratch, facts):
         result = compute()
         facts.update(result.pop("facts", {}))
         for name, array in result.items():
@@ -390,13 +404,13 @@ def _run_stage(
 ) -> tuple[StageRecord, str, Path | None]:
     spec = REGISTRY[config.name]
     params = config.params.model_dump(mode="json")
-    stage_key = key("stage", config.name, params, parent_key, versions)
+    stage_key = key("stage", config.name, params, parent_key, versions, source_sha256(spec.run))
     t0 = time.perf_counter()
     hit = None if force else cache.get(stage_key)
     cached = hit is not None
     if hit is None:
         try:
-            with cache.put(stage_key) as (scratch, facts):
+            with cache.put(stage_key, replace=force) as (scratch, facts):
                 facts.update(spec.run(source, config.params, scratch / f"{config.name}.onnx"))
                 facts["seconds"] = time.perf_counter() - t0
                 pause(f"stage:{config.name}")
@@ -425,7 +439,7 @@ def _check_on(
     cache: Cache,
     force: bool,
     progress: Progress,
-    shared: dict[tuple[str, str], Any],
+    shared: dict[str, Any],
 ) -> EngineCheck:
     """Validate one artifact on one engine (cached by the artifact's graph, data, engine, its version and parameters;
     an artifact whose graph an earlier stage of this run already produced shares that stage's outputs)."""
@@ -457,10 +471,9 @@ def _check_on(
         arrays["facts"] = {"precision": runner.precision}
         return arrays
 
-    slot = (runtime.name, record.artifact.graph_sha256)
-    if slot not in shared:
-        shared[slot] = _cached_arrays(cache, entry, force, compute)
-    arrays, facts, cached = shared[slot]
+    if entry not in shared:  # the same entry again in this run: the same graph on the same engine
+        shared[entry] = _cached_arrays(cache, entry, force, compute)
+    arrays, facts, cached = shared[entry]
     if "not_applicable" in facts:
         return EngineCheck(runtime.name, row, "not run", cached, not_applicable=facts["not_applicable"])
     logits = arrays["logits"]

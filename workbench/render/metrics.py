@@ -37,6 +37,7 @@ def metrics(
     *,
     notes: list[str] = (),  # type: ignore[assignment]
     timings: dict[str, float] | None = None,
+    charts: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The run as plain JSON-able data."""
     fp32 = next((r.artifact.bytes for r in result.records if r.artifact is not None), None)
@@ -96,4 +97,5 @@ def metrics(
         "environment": result.environment,
         "notes": list(notes),
         "bench": bench.to_dict() if bench else None,
+        "charts": charts or {},
     }

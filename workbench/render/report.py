@@ -233,7 +233,7 @@ def _stage_section(s: dict[str, Any], before: dict[str, int]) -> list[str]:
             f"{100 * info['share_of_file']:.1f}% of the file): {info['reason']}"
         )
     for line in facts.get("warnings") or []:
-        parts.append(f"- optimizer said: {line}")
+        parts.append(f"- the tool said: {line.splitlines()[0][:300]}")
     after = s["artifact"]["op_counts"]
     inputs = ", ".join(f"{name} {dims}" for name, dims in s["artifact"]["inputs"].items())
     parts += [f"- inputs: {inputs}", ""]

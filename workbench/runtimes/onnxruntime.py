@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from workbench.runtimes import EngineParams, engine
 from workbench.runtimes.base import NotApplicable, Runner
@@ -30,6 +30,21 @@ INT8_OPS = frozenset(
 
 class OnnxRuntimeParams(EngineParams):
     providers: tuple[str, ...] = Field(("CPUExecutionProvider",), min_length=1, strict=False)
+
+    @field_validator("providers")
+    @classmethod
+    def _available(cls, providers: tuple[str, ...]) -> tuple[str, ...]:
+        """A provider this onnxruntime lacks would fall back to CPU silently: refuse it at recipe load instead."""
+        import onnxruntime as ort
+
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise ValueError(
+                f"{', '.join(missing)}: not available in this onnxruntime; available: "
+                + ", ".join(ort.get_available_providers())
+            )
+        return providers
+
     graph_optimization_level: Literal[
         "ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"
     ] = "ORT_ENABLE_ALL"
@@ -88,7 +103,7 @@ def load_file(path: Path, threads: int, options: dict[str, Any] | None = None, *
     return OnnxRuntimeRunner(name or f"onnxruntime:{path.stem}", sess, precision)
 
 
-@engine("onnxruntime", params=OnnxRuntimeParams, module="onnxruntime")
+@engine("onnxruntime", params=OnnxRuntimeParams, module="onnxruntime", install="pip install onnxruntime")
 def load(path: Path, params: EngineParams, threads: int) -> Runner:
     assert isinstance(params, OnnxRuntimeParams)
     return load_file(path, threads, params.model_dump())

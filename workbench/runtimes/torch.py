@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.errors import InputError
 from workbench.runtimes.base import Runner
 
 # module types torch.ao.quantization.quantize_dynamic has int8 kernels for
@@ -24,10 +25,21 @@ class TorchRunner(Runner):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        with torch.inference_mode():
-            out = self.module(*(torch.from_numpy(feeds[name]) for name in self.input_names))
+        shapes = ", ".join(f"{name} {list(feeds[name].shape)}" for name in self.input_names)
+        try:
+            with torch.inference_mode():
+                out = self.module(*(torch.from_numpy(feeds[name]) for name in self.input_names))
+        except Exception as exc:  # the user's model: wrong arity, ids beyond its embedding, ...
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputError(
+                f"{type(self.module).__name__}.forward failed on the recipe's declared inputs ({shapes}): "
+                f"{type(exc).__name__}: {detail} (check model.inputs and model.vocab_size against the model)"
+            ) from None
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the model's forward returned {type(out).__name__}; a runner needs the logits tensor")
+            raise InputError(
+                f"{type(self.module).__name__}.forward returned {type(out).__name__}; it must return the logits "
+                "tensor [batch, classes] (wrap the model so that forward returns it)"
+            )
         return {self.output_name: out.numpy()}
 
 

@@ -26,8 +26,8 @@ def export(source: Source, params: ExportParams, dst: Path) -> Facts:
 
     model = source.torch
     assert model is not None, "export takes the torch model"
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and its LSTM batch note
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")  # kept for the report (the legacy exporter's notice, its LSTM batch note)
         torch.onnx.export(
             model.module,
             model.example,
@@ -43,4 +43,9 @@ def export(source: Source, params: ExportParams, dst: Path) -> Facts:
     onnx.helper.set_model_props(proto, {**model.metadata, "onnx_opset": str(params.opset)})
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(dst))
-    return {"exporter": "torch.onnx.export(dynamo=False)", "torch": torch.__version__, "opset": params.opset}
+    return {
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "torch": torch.__version__,
+        "opset": params.opset,
+        "warnings": list(dict.fromkeys(str(w.message).strip() for w in caught)),
+    }

@@ -99,6 +99,12 @@ def quantize_dynamic(source: Source, params: QuantizeParams, dst: Path) -> Facts
         raise StageError("quantize_dynamic left ops in fp32: " + "; ".join(left))
     floats = _float_initializers(before)
     with_weights = Counter(n.op_type for n in before.graph.node if n.op_type in asked and _float_weights(n, floats))
+    if not with_weights:
+        present = sorted({n.op_type for n in before.graph.node if _float_weights(n, floats)})
+        raise StageError(
+            f"quantize_dynamic quantized nothing: no op of the types asked for ({', '.join(sorted(asked))}) reads "
+            f"fp32 weights in this graph; ops with fp32 weights here: {', '.join(present) or 'none'}"
+        )
     return {
         "quantized": {f"{op} -> {form}": with_weights[op] for op, form in QUANTIZED_FORM.items() if with_weights[op]},
         "weight_type": params.weight_type,

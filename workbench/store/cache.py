@@ -7,6 +7,7 @@ Hidden folders (``.<key>.*``) are work in progress or leftovers of a killed run;
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -36,8 +37,11 @@ class Cache:
         return (entry, manifest["facts"]) if intact else None
 
     @contextmanager
-    def put(self, entry_key: str) -> Iterator[tuple[Path, dict[str, Any]]]:
-        """Yield a scratch folder and a facts dict to fill; on success they become the entry atomically."""
+    def put(self, entry_key: str, *, replace: bool = False) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Yield a scratch folder and a facts dict to fill; on success they become the entry atomically.
+
+        An intact entry that another process put in place meanwhile is kept (same key, same content) unless
+        ``replace`` (``--force``) asks for this one; a damaged entry is always replaced."""
         self.folder.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{entry_key}.", dir=self.folder))
         facts: dict[str, Any] = {}
@@ -46,12 +50,23 @@ class Cache:
             files = {p.name: file_sha256(p) for p in sorted(scratch.iterdir()) if p.is_file()}
             (scratch / MANIFEST).write_text(json.dumps({"files": files, "facts": facts}, indent=1, default=str))
             final = self.folder / entry_key
+            if not replace and final.exists() and self.get(entry_key) is not None:
+                return
             # an entry that failed its hash check, or one --force redoes: set aside whole, then dropped,
             # so the entry's name always holds a complete entry or nothing
             old = self.folder / f".{entry_key}.old-{os.getpid()}"
             if final.exists():
-                os.replace(final, old)
-            os.replace(scratch, final)
+                try:
+                    os.replace(final, old)
+                except FileNotFoundError:
+                    pass  # another process set it aside first
+            try:
+                os.replace(scratch, final)
+            except OSError as exc:
+                # another run (of another recipe sharing this cache) put the same entry in place between the
+                # two renames: its entry has the same key, so it is as good as ours; keep it
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
             shutil.rmtree(old, ignore_errors=True)
         finally:
             if scratch.exists():

@@ -27,6 +27,6 @@ def cached(cache: Cache, entry_key: str, measure: Callable[[], BenchResult], *, 
     if hit is not None:
         return BenchResult.from_dict(json.loads((hit[0] / "bench.json").read_text()), cached=True)
     result = measure()
-    with cache.put(entry_key) as (scratch, _):
+    with cache.put(entry_key, replace=force) as (scratch, _):
         (scratch / "bench.json").write_text(json.dumps(result.to_dict()))
     return result

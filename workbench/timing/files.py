@@ -10,7 +10,7 @@ from typing import Any
 from workbench.artifact import read_graph
 from workbench.errors import InputError
 from workbench.recipe import BenchSpec, InputSpec
-from workbench.runtimes import ENGINES, NotApplicable, Runner
+from workbench.runtimes import DEFAULT_ENGINES, ENGINES, NotApplicable, Runner, row_name
 from workbench.timing import measure, suite
 
 
@@ -82,7 +82,7 @@ def bench_files(
         except NotApplicable as refusal:
             raise InputError(f"{path}: {refusal}") from None
         runner.check_inputs(tuple(i.name for i in inputs), path)
-        runner.name = name if engine == "onnxruntime" else f"{engine}:{name}"
+        runner.name = name if engine == DEFAULT_ENGINES[0] else row_name(engine, name)
         contenders.append(runner)
     timings = measure.run_cases(
         contenders, suite.cases(spec), inputs, vocab_size=vocab_size, budget_s=spec.budget_seconds

@@ -160,7 +160,7 @@ def run(
         **common,
     )
     by_length += [t for t in timings if t.batch == 1 and t.length in spec.chart_lengths and t.contender in chart_rows]
-    final = next((c for c in reversed(artifacts) if c.runner.engine == "onnxruntime"), None)
+    final = next((c for c in reversed(artifacts) if c.runner.engine == tune.ENGINE), None)  # tuned, profiled
     tuning = profile = None
     if final is not None and final.path is not None and final.stage is not None:
         if spec.tune:

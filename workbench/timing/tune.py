@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 
 from workbench import data
-from workbench.runtimes import Runner
+from workbench.runtimes import Runner, row_name
 from workbench.runtimes import onnxruntime as ort_engine
 from workbench.store.files import write_atomic
 from workbench.timing import measure
+
+
+ENGINE = "onnxruntime"  # session options are onnxruntime's
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def tune(
     feeds = measure.inputs(case, model_inputs, vocab_size=vocab_size)
     timings = measure.measure(runners, case, feeds, budget_s=budget_s)
     trials = tuple(Trial(config, t.median_ms, same) for config, t, same in zip(configs, timings, identical))
-    return Tuning(f"onnxruntime:{stage}", stage, case.name, trials[0], choose(trials), trials)
+    return Tuning(row_name(ENGINE, stage), stage, case.name, trials[0], choose(trials), trials)
 
 
 def save(tuning: Tuning, artifact: Path) -> Path:
