@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import check_readme  # noqa: E402
-from workbench import recipe, run  # noqa: E402
+from workbench import recipe  # noqa: E402
+from workbench.model import torch_source  # noqa: E402
 from workbench.runtimes import REFERENCE, TORCH_INT8  # noqa: E402
 from workbench.runtimes import onnxruntime as ort_runners  # noqa: E402
 from workbench.runtimes import torch as torch_runners  # noqa: E402
@@ -55,7 +56,7 @@ def main() -> int:
     metrics = json.loads((parsed.report_dir / "metrics.json").read_text())
     int8_path = parsed.report_dir / f"{STAGE}.onnx"
     inputs, vocab = parsed.model.inputs, parsed.model.vocab_size
-    source = run.torch_source(parsed)[0]
+    source = torch_source(parsed)[0]
     torch_runners.set_threads(args.threads)
     names = (source.module, source.input_names, source.output_name)
     contenders = [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench import run
+from workbench import environment
 from workbench.cli import main
 
 RECIPE = """\
@@ -146,8 +146,8 @@ def test_jsonl_content_is_part_of_the_key(copy):
 
 @pytest.mark.parametrize("tool", ["torch", "onnxsim"])
 def test_tool_versions_are_part_of_the_stage_keys(copy, monkeypatch, tool):
-    real = run.tool_versions
-    monkeypatch.setattr(run, "tool_versions", lambda runtimes=(): {**real(runtimes), tool: "0.0.0-other"})
+    real = environment.tool_versions
+    monkeypatch.setattr(environment, "tool_versions", lambda runtimes=(): {**real(runtimes), tool: "0.0.0-other"})
     hits = _hits(_run(copy, "--no-bench"))
     assert not hits["export"] and not hits["simplify"]
     assert hits["reference"] == (tool != "torch")  # the reference's logits depend on torch alone
@@ -156,10 +156,10 @@ def test_tool_versions_are_part_of_the_stage_keys(copy, monkeypatch, tool):
 def test_engine_version_and_machine_are_part_of_the_bench_key(copy, monkeypatch):
     from workbench.runtimes import ENGINES
 
-    real = run.machine
-    monkeypatch.setattr(run, "machine", lambda: {**real(), "cpu": "another CPU"})
+    real = environment.machine
+    monkeypatch.setattr(environment, "machine", lambda: {**real(), "cpu": "another CPU"})
     assert not _hits(_run(copy))["bench"]
-    monkeypatch.setattr(run, "machine", real)
+    monkeypatch.setattr(environment, "machine", real)
     spec = ENGINES["onnxruntime"]
     monkeypatch.setitem(ENGINES, "onnxruntime", type(spec)(spec.name, spec.params, spec.load, None, None))
     hits = _hits(_run(copy))  # the engine now reports another version ("-")
@@ -188,14 +188,14 @@ def test_an_unchanged_rerun_loads_no_model_and_no_engine(copy):
 
 
 def test_torch_version_is_part_of_the_pytorch_rows_of_the_bench_key(copy, monkeypatch):
-    real = run.tool_versions
-    monkeypatch.setattr(run, "tool_versions", lambda runtimes=(): {**real(runtimes), "torch": "0.0.0-other"})
+    real = environment.tool_versions
+    monkeypatch.setattr(environment, "tool_versions", lambda runtimes=(): {**real(runtimes), "torch": "0.0.0-other"})
     assert not _hits(_run(copy))["bench"]
 
 
 def test_a_stage_s_own_code_is_part_of_its_key(copy, monkeypatch):
     """Editing a stage's module (its file's sha256 is in the key) redoes that stage and what follows from it."""
-    real = run.source_sha256
-    monkeypatch.setattr(run, "source_sha256", lambda f: "edited" if f.__name__ == "simplify" else real(f))
+    real = environment.source_sha256
+    monkeypatch.setattr(environment, "source_sha256", lambda f: "edited" if f.__name__ == "simplify" else real(f))
     hits = _hits(_run(copy, "--no-bench"))
     assert hits["export"] and hits["check export"] and not hits["simplify"]

@@ -13,7 +13,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from workbench import __version__, run
+from workbench import __version__, environment, run
+from workbench.model import torch_source
+from workbench.results import RunResult
 from workbench.recipe import Recipe
 from workbench.render import charts, metrics, report, terminal
 from workbench.runtimes import ENGINES, REFERENCE, TORCH_INT8, NotApplicable
@@ -83,7 +85,7 @@ def run_recipe(
 ) -> int:
     started = time.perf_counter() if started is None else started
     console = Console(stderr=True, quiet=quiet)
-    threads = run.threads_for(recipe, threads)
+    threads = environment.threads_for(recipe, threads)
     captured = _Captured()
     root = logging.getLogger()
     root.addHandler(captured)
@@ -99,7 +101,7 @@ def run_recipe(
                 TimeElapsedColumn(),
             )
             with Progress(*columns, console=console) as progress:
-                source, model_key = run.torch_source(recipe)
+                source, model_key = torch_source(recipe)
                 pool = Pool(threads, source)
                 result = run.run(recipe, source, model_key, pool, force=force, progress=RichProgress(progress))
                 t0 = time.perf_counter()
@@ -121,7 +123,7 @@ def run_recipe(
 
 
 def _benchmark(
-    recipe: Recipe, result: run.RunResult, pool: Pool, model_key: str, progress: Progress, *, force: bool
+    recipe: Recipe, result: RunResult, pool: Pool, model_key: str, progress: Progress, *, force: bool
 ) -> suite.BenchResult:
     task = progress.add_task("benchmarks", total=None)
     torch_version = result.environment["torch"]
@@ -159,7 +161,7 @@ def _benchmark(
         return out
 
     spec = recipe.settings.bench
-    key = bench_cache.bench_key(identities, spec.model_dump(mode="json"), pool.threads, run.machine())
+    key = bench_cache.bench_key(identities, spec.model_dump(mode="json"), pool.threads, environment.machine())
     started = time.perf_counter()
 
     def note(text: str) -> None:
@@ -200,7 +202,7 @@ def _charts(data: dict, cache: Cache, folder: Path, *, redraw: bool) -> dict[str
 
 
 def _fill(
-    result: run.RunResult,
+    result: RunResult,
     figures: suite.BenchResult | None,
     notes: list[str],
     timings: Timings,

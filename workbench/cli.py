@@ -146,7 +146,8 @@ def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from workbench import recipe as recipes
-    from workbench import run
+    from workbench import environment
+    from workbench.model import torch_source
     from workbench.render import speed, terminal
     from workbench.runtimes import ENGINES
     from workbench.runtimes.pool import Pool
@@ -166,10 +167,10 @@ def _bench(args: argparse.Namespace) -> int:
     spec = parsed.settings.bench if parsed else recipes.BenchSpec()
     if args.budget is not None:
         spec = spec.model_copy(update={"budget_seconds": args.budget})
-    threads = run.threads_for(parsed, args.threads)
+    threads = environment.threads_for(parsed, args.threads)
     references = []
     if parsed:
-        pool = Pool(threads, run.torch_source(parsed)[0])
+        pool = Pool(threads, torch_source(parsed)[0])
         references = [pool.reference(), pool.torch_int8()]
     inputs = parsed.model.inputs if parsed else guess_inputs(args.files[0])
     vocab = args.vocab_size or (parsed.model.vocab_size if parsed else _vocab_from_metadata(args.files[0]))

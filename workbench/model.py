@@ -10,10 +10,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench import __version__, data
 from workbench.errors import InputError
+from workbench.stages import TorchSource
+from workbench.store.files import file_sha256, key
 
 if TYPE_CHECKING:
     import torch
+
+    from workbench.recipe import Recipe
 
 
 @contextmanager
@@ -167,3 +172,49 @@ def build(cls: type, kwargs: dict[str, Any], state: dict[str, torch.Tensor], *, 
         shapes = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
         raise InputError(f"{source}: tensor shapes do not fit {cls.__name__}: {shapes or exc}") from None
     return model.eval()
+
+
+def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
+    """The module ready for export (built on first use), and a key naming exactly what it is built from."""
+    from importlib.metadata import version
+
+    spec = recipe.model
+    weights = recipe.resolve(spec.weights)
+    if not weights.is_file():
+        raise InputError(f"{weights}: weights file not found")
+    code_file = module_file(spec.class_, search_path=recipe.root)
+    weights_sha = file_sha256(weights)
+    code_sha = file_sha256(code_file) if code_file else "unknown"
+
+    def build_module() -> Any:
+        cls = import_class(spec.class_, search_path=recipe.root)
+        return build(cls, dict(spec.kwargs), load_state_dict(weights), source=weights)
+
+    axes = {i.name: {n: axis for n, axis in enumerate(i.axes)} for i in spec.inputs}
+    axes[spec.output] = {0: "batch"}
+    metadata = {
+        "model_class": spec.class_,
+        "weights_sha256": weights_sha,
+        "torch_version": version("torch"),
+        "vocab_size": str(spec.vocab_size),
+        "producer": f"workbench {__version__}",
+    }
+    names = tuple(i.name for i in spec.inputs)
+    source = TorchSource(build_module, names, spec.output, lambda: example_inputs(recipe), axes, metadata)
+    model_dump = spec.model_dump(exclude={"weights"})
+    return source, key(spec.class_, code_sha, weights_sha, spec.kwargs, model_dump)
+
+
+def example_inputs(recipe: Recipe) -> tuple[Any, ...]:
+    """One example per declared input for the exporter: seeded ids, a mask with padding at the end
+    (so a model that skips an all-ones mask cannot bake that shortcut into the graph), zeros."""
+    import numpy as np
+    import torch
+
+    spec = recipe.model
+    n = spec.example_length
+    tokens = np.random.default_rng(0).integers(0, spec.vocab_size, size=(2, n))
+    mask = np.ones_like(tokens)
+    if n > 1:
+        mask[1, n // 2 :] = 0
+    return tuple(torch.from_numpy(array) for array in data.feeds(tokens, mask, spec.inputs).values())

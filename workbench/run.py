@@ -6,117 +6,31 @@ Produces typed records; knows nothing of ONNX internals (stages and engines do),
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workbench import __version__, data, validate
-from workbench.artifact import Artifact, describe
-from workbench.errors import InputError, StageError
-from workbench.model import build, import_class, load_state_dict, module_file
+from workbench import environment, validate
+from workbench.artifact import describe
+from workbench.errors import StageError
+from workbench.evaluation import Evaluation, evaluation_of
 from workbench.recipe import DEFAULT_ACCEPT, Accept, Recipe, RuntimeConfig, StageConfig
+from workbench.results import EngineCheck, Reference, RunResult, StageRecord
 from workbench.runtimes import ENGINES, NotApplicable, Runner, row_name
 from workbench.runtimes.pool import Pool
 from workbench.stages import REGISTRY, Source, TorchSource
 from workbench.store.cache import Cache
-from workbench.store.files import file_sha256, key
-from workbench.validate import BatchDependence, StageCheck
+from workbench.store.files import key
 
 CACHE_DIR = ".workbench-cache"
 BATCH_DEPENDENCE_SAMPLES = 256  # int8 artifacts: this many samples are also run alone, one at a time
 PAUSE_ENV = "WORKBENCH_TEST_PAUSE_AT"  # tests only: stop at a named point until a file appears (see pause())
-
-
-@dataclass(frozen=True)
-class EngineCheck:
-    """One artifact on one engine: what really ran and how it compared with the reference."""
-
-    engine: str
-    row: str  # "<engine>:<stage>"
-    precision: str
-    cached: bool
-    check: StageCheck | None = None
-    not_applicable: str | None = None  # the engine's reason for refusing the artifact
-    padding: StageCheck | None = None  # padded mixed-length batches against the unpadded run
-    batch_dependence: BatchDependence | None = None
-
-    @property
-    def passed(self) -> bool:
-        if self.not_applicable is not None:
-            return True  # shown, never a failure: the engine cannot run this artifact
-        return self.check is not None and self.check.passed and (self.padding is None or self.padding.passed)
-
-
-@dataclass(frozen=True)
-class StageRecord:
-    """One stage of one run: what went in, what came out, what it cost, how it checked out on each engine."""
-
-    stage: str
-    precision: str  # the stage's declared precision ("fp32" or "int8"): picks thresholds
-    params: dict[str, Any]
-    parent: str  # sha256 of the input artifact, or of the weights for the first stage
-    artifact: Artifact | None
-    facts: dict[str, Any]
-    seconds: float
-    cached: bool
-    checks: tuple[EngineCheck, ...] = ()
-    error: str | None = None
-    same_graph_as: str | None = None  # an earlier stage whose artifact computes exactly the same graph
-
-    @property
-    def passed(self) -> bool:
-        ran = [c for c in self.checks if c.not_applicable is None]
-        return self.error is None and bool(ran) and all(c.passed for c in self.checks)
-
-    @property
-    def failures(self) -> list[str]:
-        if self.error is not None:
-            return [self.error]
-        out = [f"{c.row}: {f}" for c in self.checks if c.check is not None for f in c.check.failures]
-        out += [
-            f"{c.row}: padded batches: {f}" for c in self.checks if c.padding is not None for f in c.padding.failures
-        ]
-        if not any(c.not_applicable is None for c in self.checks):
-            out.append("no engine could run the artifact")
-        return out
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The fp32 torch model's facts and outputs on the evaluation set."""
-
-    weights: Path
-    weights_sha256: str
-    weights_bytes: int
-    accuracy: float
-    samples: int
-    seconds: float
-    cached: bool
-    padding: StageCheck | None = None  # the torch model itself on padded batches
-
-
-@dataclass(frozen=True)
-class RunResult:
-    recipe: Recipe
-    reference: Reference
-    records: tuple[StageRecord, ...]
-    environment: dict[str, str]
-    threads: int
-    started: str
-    seconds: float
-    validation_seconds: float
-    skipped: tuple[str, ...] = field(default=())
-
-    @property
-    def passed(self) -> bool:
-        return all(record.passed for record in self.records) and not self.skipped
 
 
 class Progress:
@@ -142,147 +56,6 @@ def pause(point: str) -> None:
         time.sleep(0.01)
 
 
-def tool_versions(runtimes: tuple[RuntimeConfig, ...] = ()) -> dict[str, str]:
-    """Versions of the tools results depend on, read from package metadata (importing onnxsim alone takes 0.6 s)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"workbench": __version__, "python": platform.python_version()}
-    for package in ("torch", "onnx", "onnxruntime", "onnxsim", "numpy"):
-        versions[package] = version(package)
-    try:
-        versions["transformers"] = version("transformers")  # the zoo's BERT is built by it
-    except PackageNotFoundError:
-        pass
-    for runtime in runtimes:
-        versions.setdefault(runtime.name, ENGINES[runtime.name].version())
-    return versions
-
-
-def machine() -> dict[str, str]:
-    """CPU model and core count: what a benchmark's figures belong to."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count())}
-
-
-def environment(threads: int, runtimes: tuple[RuntimeConfig, ...]) -> dict[str, str]:
-    return {**tool_versions(runtimes), **machine(), "threads": str(threads), "platform": platform.platform()}
-
-
-def evaluation_set(recipe: Recipe) -> list[data.Sample]:
-    spec = recipe.settings.data
-    vocab = recipe.model.vocab_size
-    if spec.jsonl is not None:
-        return data.load_jsonl(recipe.resolve(spec.jsonl), vocab_size=vocab)
-    syn = spec.synthetic
-    return data.synthetic(
-        syn.size, seed=syn.seed, split="held_out", min_len=syn.min_len, max_len=syn.max_len, vocab_size=vocab
-    )
-
-
-def example_inputs(recipe: Recipe) -> tuple[Any, ...]:
-    """One example per declared input for the exporter: seeded ids, a mask with padding at the end
-    (so a model that skips an all-ones mask cannot bake that shortcut into the graph), zeros."""
-    import torch
-
-    spec = recipe.model
-    n = spec.example_length
-    tokens = np.random.default_rng(0).integers(0, spec.vocab_size, size=(2, n))
-    mask = np.ones_like(tokens)
-    if n > 1:
-        mask[1, n // 2 :] = 0
-    return tuple(torch.from_numpy(array) for array in data.feeds(tokens, mask, spec.inputs).values())
-
-
-def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
-    """The module ready for export (built on first use), and a key naming exactly what it is built from."""
-    from importlib.metadata import version
-
-    spec = recipe.model
-    weights = recipe.resolve(spec.weights)
-    if not weights.is_file():
-        raise InputError(f"{weights}: weights file not found")
-    code_file = module_file(spec.class_, search_path=recipe.root)
-    weights_sha = file_sha256(weights)
-    code_sha = file_sha256(code_file) if code_file else "unknown"
-
-    def build_module() -> Any:
-        cls = import_class(spec.class_, search_path=recipe.root)
-        return build(cls, dict(spec.kwargs), load_state_dict(weights), source=weights)
-
-    axes = {i.name: {n: axis for n, axis in enumerate(i.axes)} for i in spec.inputs}
-    axes[spec.output] = {0: "batch"}
-    metadata = {
-        "model_class": spec.class_,
-        "weights_sha256": weights_sha,
-        "torch_version": version("torch"),
-        "vocab_size": str(spec.vocab_size),
-        "producer": f"workbench {__version__}",
-    }
-    names = tuple(i.name for i in spec.inputs)
-    source = TorchSource(build_module, names, spec.output, lambda: example_inputs(recipe), axes, metadata)
-    model_dump = spec.model_dump(exclude={"weights"})
-    return source, key(spec.class_, code_sha, weights_sha, spec.kwargs, model_dump)
-
-
-def source_sha256(function: Callable[..., Any]) -> str:
-    """The sha256 of the file that defines ``function``: editing a stage's code redoes its cached work."""
-    import inspect
-
-    try:
-        return file_sha256(Path(inspect.getsourcefile(function) or ""))
-    except (OSError, TypeError):
-        return "unknown"
-
-
-def threads_for(recipe: Recipe | None, override: int | None = None) -> int:
-    """The one rule for threads: the command line, else the recipe, else every core."""
-    return override or (recipe.settings.threads if recipe else None) or os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """The evaluation set and how to feed it, the same for the reference and every artifact."""
-
-    samples: list[data.Sample]
-    labels: np.ndarray
-    inputs: tuple[Any, ...]
-    batch_size: int
-    key: str
-    padding: bool  # the model takes an attention mask: padded batches are checked too
-
-    def logits(self, runner: Runner, advance: Callable[[int], None] | None = None, *, padded: bool = False):
-        return validate.logits(
-            runner, self.samples, self.inputs, batch_size=self.batch_size, padded=padded, advance=advance
-        )
-
-
-def evaluation(recipe: Recipe) -> Evaluation:
-    samples = evaluation_set(recipe)
-    spec = recipe.settings.data
-    jsonl = recipe.resolve(spec.jsonl) if spec.jsonl else None
-    return Evaluation(
-        samples,
-        np.array([s.label for s in samples]),
-        recipe.model.inputs,
-        spec.batch_size,
-        # what decides the samples and how they are fed (the synthetic set draws its noise from the vocabulary)
-        key(
-            spec.model_dump(),
-            file_sha256(jsonl) if jsonl else None,
-            recipe.model.vocab_size,
-            [i.model_dump() for i in recipe.model.inputs],
-        ),
-        recipe.model.has_mask,
-    )
-
-
 def run(
     recipe: Recipe,
     source: TorchSource,
@@ -296,8 +69,8 @@ def run(
     progress = progress or Progress()
     started = time.perf_counter()
     cache = Cache(recipe.root / CACHE_DIR)
-    versions = tool_versions()  # what the stages and the reference depend on (engines are keyed per check)
-    ev = evaluation(recipe)
+    versions = environment.tool_versions()  # what the stages and the reference depend on (engines are keyed per check)
+    ev = evaluation_of(recipe)
 
     progress.stage("reference")
     t0 = time.perf_counter()
@@ -353,7 +126,7 @@ def run(
         recipe,
         reference,
         tuple(records),
-        environment(pool.threads, recipe.runtimes),
+        environment.snapshot(pool.threads, recipe.runtimes),
         pool.threads,
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
         time.perf_counter() - started,
@@ -404,7 +177,7 @@ def _run_stage(
 ) -> tuple[StageRecord, str, Path | None]:
     spec = REGISTRY[config.name]
     params = config.params.model_dump(mode="json")
-    stage_key = key("stage", config.name, params, parent_key, versions, source_sha256(spec.run))
+    stage_key = key("stage", config.name, params, parent_key, versions, environment.source_sha256(spec.run))
     t0 = time.perf_counter()
     hit = None if force else cache.get(stage_key)
     cached = hit is not None

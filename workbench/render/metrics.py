@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from workbench.run import EngineCheck, RunResult
+from workbench.results import EngineCheck, RunResult
 from workbench.runtimes import REFERENCE
 from workbench.timing.suite import BenchResult
 from workbench.validate import StageCheck
