@@ -6,22 +6,18 @@ and ``root`` itself is relative to the recipe's folder (default: that folder).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workbench.errors import RecipeError
+from workbench.recipe_errors import describe, keys
+from workbench.safe_yaml import MAX_RECIPE_BYTES, safe_document
 from workbench.runtimes import DEFAULT_ENGINES, ENGINES, EngineParams
 from workbench.stages import REGISTRY, Params
-
-MAX_RECIPE_BYTES = 1 << 20
-MAX_NODES = 100_000  # after aliases are expanded: a "billion laughs" recipe is refused, not validated
-MAX_DEPTH = 64
 
 
 class Strict(BaseModel):
@@ -182,40 +178,6 @@ class Recipe:
         return self.resolve(self.settings.reports) / self.name
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses every tag written in the text, reads 1e-5 as a float (YAML 1.1 wants a dot) and
-    rejects duplicate keys."""
-
-    def scan_tag(self):
-        """Refuse a tag where it is written, standard ones too: a recipe holds only plain values (text, numbers,
-        booleans, null, lists, mappings), which need no tag, while ``!!set``, ``!!binary``, ``!!timestamp``,
-        ``!!omap``... build objects no key takes (a set would fill a list in hash order) and ``!!python/...``
-        would run code. Values without a tag are still resolved as before."""
-        token = super().scan_tag()
-        start, end = token.start_mark, token.end_mark
-        written = start.buffer[start.pointer : end.pointer] if start.buffer is not None else repr(token.value)
-        raise yaml.scanner.ScannerError(None, None, f"tags are not allowed in a recipe: {written}", start)
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str):
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
-    ),
-    list("-+0123456789."),
-)
-
-
 def load(path: str | Path) -> Recipe:
     """Read and validate a recipe file; any problem is a RecipeError naming ``path`` and the key path."""
     path = Path(path)
@@ -234,7 +196,7 @@ def load(path: str | Path) -> Recipe:
 
 def parse(text: str, path: Path) -> Recipe:
     try:
-        document = _safe_document(text, path)
+        document = safe_document(text, path)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
@@ -243,11 +205,11 @@ def parse(text: str, path: Path) -> Recipe:
     except RecursionError:
         raise RecipeError(f"{path}: YAML nested too deeply") from None
     if not isinstance(document, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping with keys {_keys(Settings)}, got {type(document).__name__}")
+        raise RecipeError(f"{path}: a recipe is a mapping with keys {keys(Settings)}, got {type(document).__name__}")
     try:
         settings = Settings.model_validate(document)
     except ValidationError as exc:
-        raise RecipeError(_describe(path, exc, Settings)) from None
+        raise RecipeError(describe(path, exc, Settings)) from None
     stages = tuple(_stage(path, index, entry) for index, entry in enumerate(settings.stages))
     _check_order(path, stages)
     runtimes = tuple(_runtime(path, index, entry) for index, entry in enumerate(settings.runtimes))
@@ -256,37 +218,6 @@ def parse(text: str, path: Path) -> Recipe:
     root = (path.parent / settings.root).resolve()
     name = settings.name or path.stem
     return Recipe(name, path.resolve(), text, root, settings, stages, runtimes)
-
-
-def _safe_document(text: str, path: Path) -> Any:
-    """Compose the YAML, refuse it if aliases would expand it beyond MAX_NODES or MAX_DEPTH, then construct."""
-    loader = _Loader(text)
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            return None
-        sizes: dict[int, int] = {}
-
-        def expanded(node: yaml.Node, depth: int) -> int:
-            if depth > MAX_DEPTH:
-                raise RecipeError(f"{path}: YAML nested deeper than {MAX_DEPTH} levels")
-            if id(node) not in sizes:
-                children = (
-                    node.value
-                    if isinstance(node, yaml.SequenceNode)
-                    else [part for pair in node.value for part in pair]
-                    if isinstance(node, yaml.MappingNode)
-                    else []
-                )
-                sizes[id(node)] = 1 + sum(expanded(child, depth + 1) for child in children)
-                if sizes[id(node)] > MAX_NODES:
-                    raise RecipeError(f"{path}: YAML expands to more than {MAX_NODES:,} values (an alias bomb?)")
-            return sizes[id(node)]
-
-        expanded(root, 0)
-        return loader.construct_document(root)
-    finally:
-        loader.dispose()
 
 
 def _stage(path: Path, index: int, entry: Any) -> StageConfig:
@@ -308,15 +239,15 @@ def _stage(path: Path, index: int, entry: Any) -> StageConfig:
     try:
         params = spec.params.model_validate(body)
     except ValidationError as exc:
-        raise RecipeError(_describe(path, exc, spec.params, prefix=f"{where}.{name}")) from None
+        raise RecipeError(describe(path, exc, spec.params, prefix=f"{where}.{name}")) from None
     accept = DEFAULT_ACCEPT[spec.precision]
     if accept_body is not None:
         if not isinstance(accept_body, dict):
-            raise RecipeError(f"{path}: {where}.{name}.accept: expected a mapping with keys {_keys(Accept)}")
+            raise RecipeError(f"{path}: {where}.{name}.accept: expected a mapping with keys {keys(Accept)}")
         try:
             accept = accept.model_copy(update=Accept.model_validate(accept_body).model_dump(exclude_unset=True))
         except ValidationError as exc:
-            raise RecipeError(_describe(path, exc, Accept, prefix=f"{where}.{name}.accept")) from None
+            raise RecipeError(describe(path, exc, Accept, prefix=f"{where}.{name}.accept")) from None
     return StageConfig(name, params, accept)
 
 
@@ -340,7 +271,7 @@ def _runtime(path: Path, index: int, entry: Any) -> RuntimeConfig:
     try:
         params = spec.params.model_validate(body or {})
     except ValidationError as exc:
-        raise RecipeError(_describe(path, exc, spec.params, prefix=f"{where}.{name}")) from None
+        raise RecipeError(describe(path, exc, spec.params, prefix=f"{where}.{name}")) from None
     if not spec.available():
         raise RecipeError(f"{path}: {where}: engine {name!r} is not installed; install it with: {spec.install}")
     return RuntimeConfig(name, params)
@@ -355,110 +286,3 @@ def _check_order(path: Path, stages: tuple[StageConfig, ...]) -> None:
                 f"{path}: stages[{index}]: {config.name!r} cannot stand here; the first stage, and only it, "
                 f"must be one that starts from the torch model: {', '.join(first)}"
             )
-
-
-def _describe(path: Path, exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """All of pydantic's complaints as one message: ``file: key.path: what is wrong (what is allowed)``."""
-    lines = []
-    for error in exc.errors(include_url=False):
-        loc = [part for part in error["loc"] if part not in ("function-after",)]
-        key = _key_path(prefix, loc, model)
-        if error["type"] == "extra_forbidden":
-            allowed = _keys(_model_at(model, loc[:-1]))
-            lines.append(f"{key}: unknown key; allowed keys: {allowed}")
-        elif error["type"] == "missing":
-            lines.append(f"{key}: required key is missing")
-        else:
-            shown = repr(error["input"])
-            shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            lines.append(f"{key}: {shown} is not allowed: {error['msg']}")
-    return f"{path}: " + "; ".join(lines)
-
-
-def _key_path(prefix: str, loc: list[Any], model: Any = None) -> str:
-    """pydantic's ``loc`` as a key path, e.g. ``stages[2].quantize_dynamic.op_types[1]``."""
-    text = prefix
-    for part in _walk(model, loc)[0]:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
-    return text or "(top level)"
-
-
-# pydantic's names for the member of a union an error came from; used only where the schema is unknown
-_TYPE_TAGS = {"int", "float", "str", "bool", "none", "tuple", "list", "dict"}
-
-
-def _walk(model: Any, loc: list[Any]) -> tuple[list[Any], Any]:
-    """Follow ``loc`` through the type ``model``: the keys and indexes it names, and the type found at its end.
-
-    Besides keys and indexes, a loc names the member of a union each error came from (``int``, ``str``,
-    ``list[int]``, a model's class name, ``tagged-union[...]``). Such a part is dropped only where the schema
-    has a union, so a key spelled like a type (``bench: {int: 1}``, ``kwargs: {int: [1]}``) is named like any
-    other. Where the schema is not known (below ``Any``), parts spelled like a type tag are dropped.
-    """
-    parts: list[Any] = []
-    current, after_key = model, False
-    for part in loc:
-        current = _strip(current)
-        members = _union_members(current)
-        if part == "[key]" and after_key:  # the error is about the mapping key just named, not its value
-            continue
-        after_key = get_origin(current) is dict
-        if members is not None:  # this part names the member tried: follow it, do not show it
-            current = next((m for m in members if _tag_names(part, m)), None)
-            continue
-        if current is None and isinstance(part, str) and (part in _TYPE_TAGS or part.startswith(("union", "tagged-"))):
-            continue
-        parts.append(str(part) if after_key else part)  # a mapping key, even 1, is a key: kwargs.1
-        current = _child(current, part)
-    return parts, _strip(current)
-
-
-def _strip(annotation: Any) -> Any:
-    """``Annotated[X, ...]`` -> X; ``X | None`` -> X (pydantic validates an optional as X, with no union part)."""
-    while True:
-        if get_origin(annotation) is Annotated:
-            annotation = get_args(annotation)[0]
-        elif get_origin(annotation) in (Union, UnionType) and type(None) in get_args(annotation):
-            rest = [a for a in get_args(annotation) if a is not type(None)]
-            if len(rest) != 1:
-                return Union[tuple(rest)] if rest else None  # noqa: UP007 - built from a runtime tuple
-            annotation = rest[0]
-        else:
-            return None if annotation is Any else annotation
-
-
-def _union_members(annotation: Any) -> tuple[Any, ...] | None:
-    return tuple(_strip(a) for a in get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else None
-
-
-def _tag_names(tag: Any, member: Any) -> bool:
-    name = getattr(get_origin(member) or member, "__name__", None)
-    return isinstance(tag, str) and name is not None and (tag == name or tag.startswith(f"{name}["))
-
-
-def _child(annotation: Any, part: Any) -> Any:
-    """The type of the value at key or index ``part`` inside a value of type ``annotation``; None if unknown."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        field = next((f for n, f in annotation.model_fields.items() if part in (n, f.alias)), None)
-        return field.annotation if field else None  # no such field: an unknown key, the last part of its loc
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is dict and len(args) == 2:
-        return args[1]
-    if origin in (list, set, frozenset) and args:
-        return args[0]
-    if origin is tuple and args:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return args[0]
-        return args[part] if isinstance(part, int) and 0 <= part < len(args) else None
-    return None
-
-
-def _model_at(model: type[BaseModel], loc: list[Any]) -> type[BaseModel] | None:
-    current = _walk(model, loc)[1]
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _keys(model: type[BaseModel] | None) -> str:
-    if model is None:
-        return "(none)"
-    return ", ".join(field.alias or name for name, field in model.model_fields.items())
