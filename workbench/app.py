@@ -188,14 +188,11 @@ def _notes(log_lines: list[str], warning_lines: list[str]) -> list[str]:
 
 def _charts(data: dict, cache: Cache, folder: Path, *, redraw: bool) -> dict[str, str]:
     """The report's charts, drawn once per distinct input (drawing them takes a second; an unchanged rerun reuses)."""
-    entry = key("charts", __version__, charts.inputs(data))
-    hit = None if redraw else cache.get(entry)
-    if hit is None:
-        with cache.put(entry, replace=redraw) as (scratch, facts):
-            facts["charts"] = charts.write(data, scratch)
-        hit = cache.get(entry)
-        assert hit is not None, "a cache entry just written failed its hash check"
-    entry_folder, facts = hit
+
+    def draw(scratch: Path, facts: dict) -> None:
+        facts["charts"] = charts.write(data, scratch)
+
+    entry_folder, facts, _ = cache.fetch(key("charts", __version__, charts.inputs(data)), draw, force=redraw)
     for name in facts["charts"].values():
         shutil.copy2(entry_folder / name, folder / name)
     return facts["charts"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,10 +37,11 @@ class Evaluation:
     key: str
     padding: bool  # the model takes an attention mask: padded batches are checked too
 
-    def logits(self, runner: Runner, advance: Callable[[int], None] | None = None, *, padded: bool = False):
-        return validate.logits(
-            runner, self.samples, self.inputs, batch_size=self.batch_size, padded=padded, advance=advance
-        )
+    def outputs(self, runner: Runner, advance: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+        """``logits`` of the runner in equal-length batches and, for a model with a mask, ``padded``: the same
+        samples in mixed-length padded batches."""
+        run = partial(validate.logits, runner, self.samples, self.inputs, batch_size=self.batch_size)
+        return {"logits": run(advance=advance), **({"padded": run(padded=True)} if self.padding else {})}
 
 
 def evaluation_of(recipe: Recipe) -> Evaluation:

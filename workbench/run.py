@@ -137,10 +137,7 @@ def run(
 
 def _reference_arrays(runner: Runner, ev: Evaluation, advance: Callable[[int], None]) -> dict[str, np.ndarray]:
     pause("reference")
-    arrays = {"logits": ev.logits(runner, advance)}
-    if ev.padding:
-        arrays["padded"] = ev.logits(runner, padded=True)
-    return arrays
+    return ev.outputs(runner, advance)
 
 
 def _padding_check(arrays: dict[str, np.ndarray], unpadded: np.ndarray, labels: np.ndarray, accept: Accept):
@@ -154,16 +151,15 @@ def _cached_arrays(
     cache: Cache, entry_key: str, force: bool, compute: Callable[[], dict[str, Any]]
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
     """Arrays (and facts: the ``facts`` entry of ``compute``'s result) from the cache, or computed and stored."""
-    hit = None if force else cache.get(entry_key)
-    if hit is not None:
-        folder, facts = hit
-        return {p.stem: np.load(p) for p in folder.glob("*.npy")}, facts, True
-    with cache.put(entry_key, replace=force) as (scratch, facts):
+
+    def fill(scratch: Path, facts: dict[str, Any]) -> None:
         result = compute()
         facts.update(result.pop("facts", {}))
         for name, array in result.items():
             np.save(scratch / f"{name}.npy", array)
-    return result, facts, False
+
+    folder, facts, was_cached = cache.fetch(entry_key, fill, force=force)
+    return {p.stem: np.load(p) for p in folder.glob("*.npy")}, facts, was_cached
 
 
 def _run_stage(
@@ -179,22 +175,19 @@ def _run_stage(
     params = config.params.model_dump(mode="json")
     stage_key = key("stage", config.name, params, parent_key, versions, environment.source_sha256(spec.run))
     t0 = time.perf_counter()
-    hit = None if force else cache.get(stage_key)
-    cached = hit is not None
-    if hit is None:
-        try:
-            with cache.put(stage_key, replace=force) as (scratch, facts):
-                facts.update(spec.run(source, config.params, scratch / f"{config.name}.onnx"))
-                facts["seconds"] = time.perf_counter() - t0
-                pause(f"stage:{config.name}")
-        except StageError as exc:
-            record = StageRecord(
-                config.name, spec.precision, params, parent_sha, None, {}, time.perf_counter() - t0, False, (), str(exc)
-            )
-            return record, stage_key, None
-        hit = cache.get(stage_key)
-        assert hit is not None, "a cache entry just written failed its hash check"
-    folder, facts = hit
+
+    def fill(scratch: Path, facts: dict[str, Any]) -> None:
+        facts.update(spec.run(source, config.params, scratch / f"{config.name}.onnx"))
+        facts["seconds"] = time.perf_counter() - t0
+        pause(f"stage:{config.name}")
+
+    try:
+        folder, facts, cached = cache.fetch(stage_key, fill, force=force)
+    except StageError as exc:
+        record = StageRecord(
+            config.name, spec.precision, params, parent_sha, None, {}, time.perf_counter() - t0, False, (), str(exc)
+        )
+        return record, stage_key, None
     artifact = describe(folder / f"{config.name}.onnx")
     seconds = facts.pop("seconds", 0.0)
     record = StageRecord(config.name, spec.precision, params, parent_sha, artifact, facts, seconds, cached)
@@ -236,9 +229,7 @@ def _check_on(
             return {"facts": {"not_applicable": str(refusal)}}
         runner.check_inputs(tuple(i.name for i in ev.inputs), record.artifact.path)
         pause(f"validate:{record.stage}")
-        arrays: dict[str, Any] = {"logits": ev.logits(runner, progress.validating(row, len(ev.samples)))}
-        if ev.padding:
-            arrays["padded"] = ev.logits(runner, padded=True)
+        arrays: dict[str, Any] = ev.outputs(runner, progress.validating(row, len(ev.samples)))
         if int8:
             arrays["alone"] = validate.alone(runner, ev.samples[:BATCH_DEPENDENCE_SAMPLES], ev.inputs)
         arrays["facts"] = {"precision": runner.precision}

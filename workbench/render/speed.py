@@ -21,8 +21,7 @@ def rows(bench: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     headline = bench.get("headline_case")
     if int8 and headline:
         header.append(f"x {TORCH_INT8} {headline}")
-    if "precisions" in bench:
-        header.append("ran as")
+    header.append("ran as")
     table = []
     for name in contenders:
         row = [name]
@@ -32,8 +31,7 @@ def rows(bench: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         row += [f"{bench['speedup_vs_pytorch_fp32'][name][c['name']]:.2f}x" for c in cases]
         if int8 and headline:
             row.append(f"{int8[name][headline]:.2f}x" if headline in int8.get(name, {}) else "-")
-        if "precisions" in bench:
-            row.append(bench["precisions"].get(name, "-"))
+        row.append(bench["precisions"][name])
         table.append(row)
     return header, table
 

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,21 @@ class Cache:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return (entry, manifest["facts"]) if intact else None
+
+    def fetch(
+        self, entry_key: str, fill: Callable[[Path, dict[str, Any]], None], *, force: bool = False
+    ) -> tuple[Path, dict[str, Any], bool]:
+        """The entry (folder, facts) and whether it was there already; if not (or with ``force``), ``fill`` writes
+        its files into a scratch folder and its facts into a dict, which become the entry whole. An exception
+        from ``fill`` leaves no entry behind."""
+        hit = None if force else self.get(entry_key)
+        if hit is not None:
+            return (*hit, True)
+        with self.put(entry_key, replace=force) as (scratch, facts):
+            fill(scratch, facts)
+        hit = self.get(entry_key)
+        assert hit is not None, "a cache entry just written failed its hash check"
+        return (*hit, False)
 
     @contextmanager
     def put(self, entry_key: str, *, replace: bool = False) -> Iterator[tuple[Path, dict[str, Any]]]:

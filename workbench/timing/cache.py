@@ -23,10 +23,7 @@ def bench_key(contenders: list[dict[str, Any]], spec: dict[str, Any], threads: i
 
 def cached(cache: Cache, entry_key: str, measure: Callable[[], BenchResult], *, force: bool) -> BenchResult:
     """The stored suite for ``entry_key``, or ``measure()`` stored under it (always, with ``force``)."""
-    hit = None if force else cache.get(entry_key)
-    if hit is not None:
-        return BenchResult.from_dict(json.loads((hit[0] / "bench.json").read_text()), cached=True)
-    result = measure()
-    with cache.put(entry_key, replace=force) as (scratch, _):
-        (scratch / "bench.json").write_text(json.dumps(result.to_dict()))
-    return result
+    folder, _, was_cached = cache.fetch(
+        entry_key, lambda scratch, _: (scratch / "bench.json").write_text(json.dumps(measure().to_dict())), force=force
+    )
+    return BenchResult.from_dict(json.loads((folder / "bench.json").read_text()), cached=was_cached)
