@@ -12,6 +12,7 @@ import torch
 
 import task
 from workbench.cli import main
+from workbench.ops import INT8_OPS
 from workbench.runtimes import ENGINES, EngineParams, NotApplicable, Runner, engine
 from workbench.runtimes import onnxruntime as ort_engine
 from workbench.runtimes import openvino as ov_engine
@@ -48,9 +49,9 @@ def reference_engine():
         import onnx
 
         ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-        if params.refuse_int8 and ops & ort_engine.INT8_OPS:
+        if params.refuse_int8 and ops & INT8_OPS:
             raise NotApplicable(
-                f"the reference evaluator is not asked to run int8 ops {sorted(ops & ort_engine.INT8_OPS)}"
+                f"the reference evaluator is not asked to run int8 ops {sorted(ops & INT8_OPS)}"
             )
         return ReferenceRunner(path)
 

@@ -31,8 +31,11 @@ def _export(
 
 
 def _run(spec_name: str, src: Path, dst: Path, **params) -> dict:
+    """The stage's facts as they are stored (its typed facts model, dumped as JSON data)."""
     spec = REGISTRY[spec_name]
-    return spec.run(Source(onnx=src), spec.params.model_validate(params), dst)
+    facts = spec.run(Source(onnx=src), spec.params.model_validate(params), dst)
+    assert isinstance(facts, spec.facts)
+    return facts.model_dump(mode="json")
 
 
 def _ops(path: Path) -> Counter:

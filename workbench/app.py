@@ -157,7 +157,7 @@ def _benchmark(
                 runner = pool.artifact(runtime.name, runtime.params, record.stage, record.artifact.path)
             except NotApplicable:
                 continue
-            out.append(suite.Contender(runner, record.stage, record.precision, record.artifact.path, same))
+            out.append(suite.Contender(runner, record.stage, record.precision.name, record.artifact.path, same))
         return out
 
     spec = recipe.settings.bench

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workbench.errors import RecipeError
+from workbench.precision import Accept
 from workbench.recipe_errors import describe, keys
 from workbench.safe_yaml import MAX_RECIPE_BYTES, safe_document
 from workbench.runtimes import DEFAULT_ENGINES, ENGINES, EngineParams
@@ -25,7 +26,6 @@ class Strict(BaseModel):
 
 
 Axis = Literal["sequence", "batch"]
-FEEDS = ("ids", "mask", "zeros")  # token ids; 1 for a token and 0 for padding; all zeros (segment ids)
 
 
 class InputSpec(Strict):
@@ -91,19 +91,6 @@ class DataSpec(Strict):
         return self
 
 
-class Accept(Strict):
-    """Acceptance thresholds; ``None`` means the figure is reported but not judged.
-
-    Outputs pass when every element has ``|candidate - reference| <= max_abs_error + rtol * |reference|``
-    (numpy.isclose's rule, with both terms written out).
-    """
-
-    max_abs_error: float | None = Field(None, ge=0)
-    rtol: float | None = Field(None, ge=0)
-    min_agreement: float | None = Field(None, ge=0, le=1)
-    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
-
-
 Length = Annotated[int, Field(ge=1, le=65536)]
 
 
@@ -121,13 +108,6 @@ class BenchSpec(Strict):
     throughput: Throughput = Throughput()
     chart_lengths: tuple[Length, ...] = Field((16, 32, 256), min_length=2, strict=False)
     tune: bool = True  # try a small grid of onnxruntime session options on the final artifact
-
-
-DEFAULT_ACCEPT = {
-    # rtol: ORT's fp32 LSTM kernel drifts from PyTorch by up to ~1.5e-5 on logits of ~6 (README, "Exactness")
-    "fp32": Accept(max_abs_error=1e-5, rtol=1e-5, min_agreement=1.0, max_accuracy_drop=0.0),
-    "int8": Accept(min_agreement=0.995, max_accuracy_drop=0.005),
-}
 
 
 class Settings(Strict):
@@ -240,7 +220,7 @@ def _stage(path: Path, index: int, entry: Any) -> StageConfig:
         params = spec.params.model_validate(body)
     except ValidationError as exc:
         raise RecipeError(describe(path, exc, spec.params, prefix=f"{where}.{name}")) from None
-    accept = DEFAULT_ACCEPT[spec.precision]
+    accept = spec.precision.accept
     if accept_body is not None:
         if not isinstance(accept_body, dict):
             raise RecipeError(f"{path}: {where}.{name}.accept: expected a mapping with keys {keys(Accept)}")

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from workbench.artifact import Artifact
+from workbench.precision import Precision
 from workbench.recipe import Recipe
+from workbench.stages import Facts
 from workbench.validate import BatchDependence, StageCheck
 
 
@@ -39,11 +41,11 @@ class StageRecord:
     """One stage of one run: what went in, what came out, what it cost, how it checked out on each engine."""
 
     stage: str
-    precision: str  # the stage's declared precision ("fp32" or "int8"): picks thresholds
+    precision: Precision  # the stage's declared precision: picks thresholds and extra checks
     params: dict[str, Any]
     parent: str  # sha256 of the input artifact, or of the weights for the first stage
     artifact: Artifact | None
-    facts: dict[str, Any]
+    facts: Facts | None
     seconds: float
     cached: bool
     checks: tuple[EngineCheck, ...] = ()

@@ -20,7 +20,8 @@ from workbench import environment, validate
 from workbench.artifact import describe
 from workbench.errors import StageError
 from workbench.evaluation import Evaluation, evaluation_of
-from workbench.recipe import DEFAULT_ACCEPT, Accept, Recipe, RuntimeConfig, StageConfig
+from workbench.precision import FP32, Accept
+from workbench.recipe import Recipe, RuntimeConfig, StageConfig
 from workbench.results import EngineCheck, Reference, RunResult, StageRecord
 from workbench.runtimes import ENGINES, NotApplicable, Runner, row_name
 from workbench.runtimes.pool import Pool
@@ -82,7 +83,7 @@ def run(
     )
     reference_logits = arrays["logits"]
     weights = recipe.resolve(recipe.model.weights)
-    fp32_accept = DEFAULT_ACCEPT["fp32"]
+    fp32_accept = FP32.accept
     reference = Reference(
         weights,
         source.metadata["weights_sha256"],
@@ -177,7 +178,10 @@ def _run_stage(
     t0 = time.perf_counter()
 
     def fill(scratch: Path, facts: dict[str, Any]) -> None:
-        facts.update(spec.run(source, config.params, scratch / f"{config.name}.onnx"))
+        made = spec.run(source, config.params, scratch / f"{config.name}.onnx")
+        if not isinstance(made, spec.facts):
+            raise TypeError(f"stage {config.name!r} returned {type(made).__name__}, not its {spec.facts.__name__}")
+        facts.update(made.model_dump(mode="json"))
         facts["seconds"] = time.perf_counter() - t0
         pause(f"stage:{config.name}")
 
@@ -185,14 +189,18 @@ def _run_stage(
         folder, facts, cached = cache.fetch(stage_key, fill, force=force)
     except StageError as exc:
         record = StageRecord(
-            config.name, spec.precision, params, parent_sha, None, {}, time.perf_counter() - t0, False, (), str(exc)
+            config.name, spec.precision, params, parent_sha, None, None, time.perf_counter() - t0, False, (), str(exc)
         )
         return record, stage_key, None
     artifact = describe(folder / f"{config.name}.onnx")
     seconds = facts.pop("seconds", 0.0)
-    record = StageRecord(config.name, spec.precision, params, parent_sha, artifact, facts, seconds, cached)
+    typed = spec.facts.model_validate({k: v for k, v in facts.items() if k not in _COMPUTED})
+    record = StageRecord(config.name, spec.precision, params, parent_sha, artifact, typed, seconds, cached)
     # the next stage is keyed by this artifact's content, so an equal artifact reuses downstream work
     return record, key(stage_key, artifact.sha256), artifact.path
+
+
+_COMPUTED = {"fused_ops"}  # computed fields a dump holds and validation refuses
 
 
 def _check_on(
@@ -211,7 +219,7 @@ def _check_on(
     an artifact whose graph an earlier stage of this run already produced shares that stage's outputs)."""
     assert record.artifact is not None
     row = row_name(runtime.name, record.stage)
-    int8 = record.precision == "int8"
+    int8 = record.precision.batch_dependence
     entry = key(
         "check",
         record.artifact.graph_sha256,

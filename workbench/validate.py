@@ -13,7 +13,7 @@ import numpy as np
 
 from workbench.data import InputLike, Sample, batches, feeds, padded_batches
 from workbench.errors import InputError
-from workbench.recipe import Accept
+from workbench.precision import Accept
 from workbench.runtimes.base import Runner
 
 REL_EPSILON = 1e-6  # relative error = |candidate - reference| / (|reference| + REL_EPSILON)

@@ -48,7 +48,7 @@ def metrics(
         stages.append(
             {
                 "stage": record.stage,
-                "precision": record.precision,
+                "precision": record.precision.name,
                 "verdict": "passed" if record.passed else "FAILED",
                 "failures": record.failures,
                 "error": record.error,
@@ -68,7 +68,8 @@ def metrics(
                     "op_counts": art.op_counts,
                     "inputs": {name: list(dims) for name, dims in art.inputs},
                 },
-                "facts": record.facts,
+                "facts": record.facts.model_dump(mode="json") if record.facts else {},
+                "fact_lines": record.facts.lines() if record.facts else [],
                 "same_graph_as": record.same_graph_as,
                 "engines": [_engine(c) for c in record.checks],
             }

@@ -218,20 +218,7 @@ def _stage_section(s: dict[str, Any], before: dict[str, int]) -> list[str]:
             if chk["failures"]:
                 parts.append(f"- **FAILED** on {e['engine']}: {'; '.join(chk['failures'])}")
     facts = s["facts"]
-    if "fusions" in facts:
-        found = {k: v for k, v in facts["fusions"].items() if v}
-        parts.append(
-            "- fusions found: " + ", ".join(f"{k} {v}" for k, v in found.items())
-            if found
-            else f"- fusions found: none (all {len(facts['fusions'])} fusion kinds the optimizer knows report 0)"
-        )
-    if "quantized" in facts:
-        parts.append("- quantized: " + ", ".join(f"{n} x {op}" for op, n in facts["quantized"].items()))
-    for op, info in (facts.get("stayed_fp32") or {}).items():
-        parts.append(
-            f"- stayed fp32: {info['count']} x {op} ({info['weight_bytes']:,} bytes of fp32 weights, "
-            f"{100 * info['share_of_file']:.1f}% of the file): {info['reason']}"
-        )
+    parts += [f"- {line}" for line in s["fact_lines"]]
     for line in facts.get("warnings") or []:
         parts.append(f"- the tool said: {line.splitlines()[0][:300]}")
     after = s["artifact"]["op_counts"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,22 +10,6 @@ from pydantic import Field, field_validator
 
 from workbench.runtimes import EngineParams, engine
 from workbench.runtimes.base import NotApplicable, Runner
-
-# ops whose presence means onnxruntime runs int8 arithmetic (dynamic or static quantization)
-INT8_OPS = frozenset(
-    {
-        "DynamicQuantizeLSTM",
-        "MatMulInteger",
-        "DynamicQuantizeMatMul",
-        "QAttention",
-        "ConvInteger",
-        "QLinearMatMul",
-        "QLinearConv",
-        "QGemm",
-        "QEmbedLayerNormalization",
-    }
-)
-
 
 class OnnxRuntimeParams(EngineParams):
     providers: tuple[str, ...] = Field(("CPUExecutionProvider",), min_length=1, strict=False)
@@ -70,11 +53,9 @@ def session(path: Path, threads: int, options: dict[str, Any] | None = None, pro
 
 def file_precision(path: Path) -> str:
     """What onnxruntime will run: the file's int8 ops, or fp32 (it runs the graph as written)."""
-    from workbench.artifact import read_graph
+    from workbench import ops
 
-    ops = Counter(node.op_type for node in read_graph(path).graph.node)
-    int8 = {op: n for op, n in sorted(ops.items()) if op in INT8_OPS}
-    return "int8: " + ", ".join(f"{op} {n}" for op, n in int8.items()) if int8 else "fp32"
+    return ops.int8_summary(ops.op_counts(path))
 
 
 class OnnxRuntimeRunner(Runner):

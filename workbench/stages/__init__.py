@@ -1,14 +1,15 @@
-"""The stage registry: a recipe's stage name -> the function that runs it and its parameter type.
+"""The stage registry: a recipe's stage name -> the function that runs it, its parameters, facts and precision.
 
 A stage takes its input (the torch model for ``export``, otherwise the previous ONNX file), its typed
-parameters and an output path; it writes one ONNX file there and returns facts about what it did.
-It never touches its input, and knows nothing of validation, caching or reports.
-Adding a stage: one module here, decorated with ``@stage(...)``, and one import line below.
+parameters and an output path; it writes one ONNX file there and returns its typed facts (a ``Facts``
+subclass that also says how it reads in the report). It never touches its input, and knows nothing of
+validation, caching or reports.
+Adding a stage: one module (here or anywhere) decorated with ``@stage(...)``; the ones shipped are imported below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +17,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from workbench.precision import FP32, Precision
+
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 
@@ -24,6 +28,24 @@ class Params(BaseModel):
     """Base of every stage's parameters: frozen, strict, and unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Facts(BaseModel):
+    """Base of every stage's facts: what the stage did, typed, and how that reads in the report.
+
+    ``warnings`` holds what the tool said (whole lines); ``lines()`` gives the report's bullet lines.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warnings: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        """The facts as the report's bullet lines (without the leading "- ")."""
+        return []
+
+
+Feeds = dict[str, "np.ndarray"]
 
 
 @dataclass(eq=False)
@@ -40,6 +62,7 @@ class TorchSource:
     make_example: Callable[[], tuple[torch.Tensor, ...]]
     dynamic_axes: dict[str, dict[int, str]]
     metadata: dict[str, str]
+    max_length: int | None = None  # the longest sequence the exported graph must accept (None: no bound)
 
     @cached_property
     def module(self) -> torch.nn.Module:
@@ -52,11 +75,17 @@ class TorchSource:
 
 @dataclass(frozen=True)
 class Source:
+    """A stage's input: the torch model (first stage) or the previous ONNX file, and calibration batches.
+
+    ``calibration(n)`` yields feed batches (input name -> array, laid out as the model takes them) of at
+    most ``n`` samples in all, drawn from data disjoint from the evaluation set; for stages that calibrate.
+    """
+
     torch: TorchSource | None = None
     onnx: Path | None = None
+    calibration: Callable[[int], Iterator[Feeds]] | None = None
 
 
-Facts = dict[str, Any]
 RunStage = Callable[[Source, Any, Path], Facts]
 
 
@@ -64,9 +93,11 @@ RunStage = Callable[[Source, Any, Path], Facts]
 class StageSpec:
     name: str
     params: type[Params]
+    facts: type[Facts]
     run: RunStage
-    precision: Literal["fp32", "int8"]  # picks the default acceptance thresholds
+    precision: Precision  # picks the default acceptance thresholds and the extra checks
     takes: Literal["torch", "onnx"]
+    calibrates: bool  # reads ``Source.calibration``: its cache key includes the data
 
 
 REGISTRY: dict[str, StageSpec] = {}
@@ -76,15 +107,17 @@ def stage(
     name: str,
     *,
     params: type[Params],
-    precision: Literal["fp32", "int8"] = "fp32",
+    facts: type[Facts] = Facts,
+    precision: Precision = FP32,
     takes: Literal["torch", "onnx"] = "onnx",
+    calibrates: bool = False,
 ) -> Callable[[RunStage], RunStage]:
     """Register the decorated function as the stage called ``name`` in recipes."""
 
     def register(run: RunStage) -> RunStage:
         if name in REGISTRY:
             raise RuntimeError(f"stage {name!r} is registered twice")
-        REGISTRY[name] = StageSpec(name, params, run, precision, takes)
+        REGISTRY[name] = StageSpec(name, params, facts, run, precision, takes, calibrates)
         return run
 
     return register

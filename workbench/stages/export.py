@@ -15,8 +15,17 @@ class ExportParams(Params):
     constant_folding: bool = True
 
 
-@stage("export", params=ExportParams, takes="torch")
-def export(source: Source, params: ExportParams, dst: Path) -> Facts:
+class ExportFacts(Facts):
+    exporter: str
+    torch: str
+    opset: int
+
+    def lines(self) -> list[str]:
+        return [f"exporter: {self.exporter}, torch {self.torch}, opset {self.opset}"]
+
+
+@stage("export", params=ExportParams, facts=ExportFacts, takes="torch")
+def export(source: Source, params: ExportParams, dst: Path) -> ExportFacts:
     """Export the module; the TorchScript exporter keeps the ``LSTM`` op and both dynamic axes.
 
     (torch 2.13's default dynamo exporter fixes a size-1 batch axis of the example input to 1.)
@@ -43,9 +52,9 @@ def export(source: Source, params: ExportParams, dst: Path) -> Facts:
     onnx.helper.set_model_props(proto, {**model.metadata, "onnx_opset": str(params.opset)})
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(dst))
-    return {
-        "exporter": "torch.onnx.export(dynamo=False)",
-        "torch": torch.__version__,
-        "opset": params.opset,
-        "warnings": list(dict.fromkeys(str(w.message).strip() for w in caught)),
-    }
+    return ExportFacts(
+        exporter="torch.onnx.export(dynamo=False)",
+        torch=torch.__version__,
+        opset=params.opset,
+        warnings=tuple(dict.fromkeys(str(w.message).strip() for w in caught)),
+    )

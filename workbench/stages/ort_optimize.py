@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, computed_field, model_validator
 
 from workbench.stages import Facts, Params, Source, stage
 
@@ -51,8 +51,24 @@ class _Warnings(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-@stage("ort_optimize", params=OrtOptimizeParams)
-def ort_optimize(source: Source, params: OrtOptimizeParams, dst: Path) -> Facts:
+class OrtOptimizeFacts(Facts):
+    onnxruntime: str
+    fusions: dict[str, int]  # fused op type -> how many the optimizer made
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def fused_ops(self) -> int:
+        return sum(self.fusions.values())
+
+    def lines(self) -> list[str]:
+        found = {k: v for k, v in self.fusions.items() if v}
+        if found:
+            return ["fusions found: " + ", ".join(f"{k} {v}" for k, v in found.items())]
+        return [f"fusions found: none (all {len(self.fusions)} fusion kinds the optimizer knows report 0)"]
+
+
+@stage("ort_optimize", params=OrtOptimizeParams, facts=OrtOptimizeFacts)
+def ort_optimize(source: Source, params: OrtOptimizeParams, dst: Path) -> OrtOptimizeFacts:
     import onnxruntime
     from onnxruntime.transformers import optimizer
 
@@ -71,9 +87,4 @@ def ort_optimize(source: Source, params: OrtOptimizeParams, dst: Path) -> Facts:
         logging.getLogger().removeHandler(collected)
     optimized.save_model_to_file(str(dst))
     fusions = {op: int(count) for op, count in optimized.get_fused_operator_statistics().items()}
-    return {
-        "onnxruntime": onnxruntime.__version__,
-        "fusions": fusions,
-        "fused_ops": sum(fusions.values()),
-        "warnings": collected.messages,
-    }
+    return OrtOptimizeFacts(onnxruntime=onnxruntime.__version__, fusions=fusions, warnings=tuple(collected.messages))

@@ -11,10 +11,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from workbench.errors import StageError
+from workbench.ops import INT8_OPS
+from workbench.precision import INT8
 from workbench.stages import Facts, Params, Source, stage
 
 # What each float op becomes once its weights are int8; Gather keeps its name but reads an int8 table.
@@ -40,7 +42,6 @@ WEIGHT_INPUTS = {
 # onnxruntime rewrites every Gemm as MatMul + Add before it quantizes: asking for either quantizes both.
 MATRIX_PRODUCTS = {"Gemm", "MatMul"}
 NO_DYNAMIC_KERNEL = ("GRU", "RNN")  # onnxruntime's dynamic quantizer has no int8 form for these
-INTEGER_KERNELS = {"DynamicQuantizeLSTM", "MatMulInteger", "QAttention", "QEmbedLayerNormalization"}
 
 
 def _quantizable(op: Any) -> Any:
@@ -74,8 +75,32 @@ class QuantizeParams(Params):
     reduce_range: bool = False
 
 
-@stage("quantize_dynamic", params=QuantizeParams, precision="int8")
-def quantize_dynamic(source: Source, params: QuantizeParams, dst: Path) -> Facts:
+class StayedFp32(BaseModel):
+    """An op type that still reads fp32 weights after quantization."""
+
+    count: int
+    weight_bytes: int
+    share_of_file: float
+    reason: str
+
+
+class QuantizeFacts(Facts):
+    quantized: dict[str, int]  # "<op> -> <its int8 form>" -> node count
+    weight_type: str
+    stayed_fp32: dict[str, StayedFp32] = {}
+
+    def lines(self) -> list[str]:
+        out = ["quantized: " + ", ".join(f"{n} x {op}" for op, n in self.quantized.items())]
+        for op, info in self.stayed_fp32.items():
+            out.append(
+                f"stayed fp32: {info.count} x {op} ({info.weight_bytes:,} bytes of fp32 weights, "
+                f"{100 * info.share_of_file:.1f}% of the file): {info.reason}"
+            )
+        return out
+
+
+@stage("quantize_dynamic", params=QuantizeParams, facts=QuantizeFacts, precision=INT8)
+def quantize_dynamic(source: Source, params: QuantizeParams, dst: Path) -> QuantizeFacts:
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
@@ -105,11 +130,11 @@ def quantize_dynamic(source: Source, params: QuantizeParams, dst: Path) -> Facts
             f"quantize_dynamic quantized nothing: no op of the types asked for ({', '.join(sorted(asked))}) reads "
             f"fp32 weights in this graph; ops with fp32 weights here: {', '.join(present) or 'none'}"
         )
-    return {
-        "quantized": {f"{op} -> {form}": with_weights[op] for op, form in QUANTIZED_FORM.items() if with_weights[op]},
-        "weight_type": params.weight_type,
-        "stayed_fp32": _stayed_fp32(after, dst.stat().st_size, asked),
-    }
+    return QuantizeFacts(
+        quantized={f"{op} -> {form}": with_weights[op] for op, form in QUANTIZED_FORM.items() if with_weights[op]},
+        weight_type=params.weight_type,
+        stayed_fp32=_stayed_fp32(after, dst.stat().st_size, asked),
+    )
 
 
 def _float_initializers(model: Any) -> dict[str, Any]:
@@ -144,7 +169,7 @@ def _still_float(after: Any, op_types: set[str]) -> list[str]:
     return reasons
 
 
-def _stayed_fp32(model: Any, file_bytes: int, asked: set[str]) -> dict[str, dict[str, Any]]:
+def _stayed_fp32(model: Any, file_bytes: int, asked: set[str]) -> dict[str, StayedFp32]:
     """Op types that still read fp32 weights (float initializers of 2 or more dims: matrices and tables, not
     biases or scales), each with its node count, those weights' bytes and their share of the file."""
     import numpy as np
@@ -154,7 +179,7 @@ def _stayed_fp32(model: Any, file_bytes: int, asked: set[str]) -> dict[str, dict
     counted: set[str] = set()
     stayed: dict[str, dict[str, Any]] = {}
     for node in model.graph.node:
-        if node.op_type in INTEGER_KERNELS:
+        if node.op_type in INT8_OPS:
             continue
         weights = [name for name in node.input if name in floats and len(floats[name].dims) >= 2]
         if not weights:
@@ -165,13 +190,16 @@ def _stayed_fp32(model: Any, file_bytes: int, asked: set[str]) -> dict[str, dict
         entry = stayed.setdefault(node.op_type, {"count": 0, "weight_bytes": 0})
         entry["count"] += 1
         entry["weight_bytes"] += size
-    for op, entry in stayed.items():
-        entry["share_of_file"] = round(entry["weight_bytes"] / file_bytes, 4)
-        entry["reason"] = (
-            "onnxruntime has no dynamic int8 kernel for it"
+    return {
+        op: StayedFp32(
+            count=entry["count"],
+            weight_bytes=entry["weight_bytes"],
+            share_of_file=round(entry["weight_bytes"] / file_bytes, 4),
+            reason="onnxruntime has no dynamic int8 kernel for it"
             if op in NO_DYNAMIC_KERNEL
             else "not in op_types"
             if op in WEIGHT_INPUTS and op not in asked
-            else "this stage does not quantize it"
+            else "this stage does not quantize it",
         )
-    return stayed
+        for op, entry in stayed.items()
+    }

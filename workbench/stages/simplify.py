@@ -12,8 +12,15 @@ class SimplifyParams(Params):
     optimize: bool = True  # onnxsim's own onnx-optimizer passes
 
 
-@stage("simplify", params=SimplifyParams)
-def simplify(source: Source, params: SimplifyParams, dst: Path) -> Facts:
+class SimplifyFacts(Facts):
+    onnxsim: str
+
+    def lines(self) -> list[str]:
+        return [f"tool: onnxsim {self.onnxsim}"]
+
+
+@stage("simplify", params=SimplifyParams, facts=SimplifyFacts)
+def simplify(source: Source, params: SimplifyParams, dst: Path) -> SimplifyFacts:
     import onnx
     import onnxsim
 
@@ -22,4 +29,4 @@ def simplify(source: Source, params: SimplifyParams, dst: Path) -> Facts:
     if not ok:
         raise StageError("onnxsim could not confirm that the simplified model matches its input")
     onnx.save(simplified, str(dst))
-    return {"onnxsim": onnxsim.__version__}
+    return SimplifyFacts(onnxsim=onnxsim.__version__)
