@@ -6,12 +6,14 @@ import hashlib
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
 def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, in hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -37,3 +39,45 @@ def write_atomic(target: Path, write: Callable[[Path], None], *, mode: int = 0o6
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def create_exclusive(fs: Any, path: str, data: bytes) -> bool:
+    """Write ``data`` at ``path`` on an fsspec filesystem only if nothing is there (compare-and-set).
+
+    True if this call wrote it, False if another writer was first. A local filesystem gets a hard link of a
+    complete temporary file (atomic on POSIX); other filesystems use their own exclusive create
+    (``pipe_file(mode="create")``: a conditional put on object stores that support it)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    if not isinstance(fs, LocalFileSystem):
+        try:
+            fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+    tmp = _hidden_beside(path)
+    fs.pipe_file(tmp, data)
+    try:
+        fs.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        fs.rm_file(tmp)
+    return True
+
+
+def replace_atomic(fs: Any, path: str, data: bytes) -> None:
+    """Put ``data`` at ``path`` on an fsspec filesystem whole: written under a hidden name, then moved over."""
+    tmp = _hidden_beside(path)
+    fs.pipe_file(tmp, data)
+    try:
+        fs.mv(tmp, path)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm_file(tmp)
+        raise
+
+
+def _hidden_beside(path: str) -> str:
+    parent, name = path.rsplit("/", 1)
+    return f"{parent}/.{name}.{uuid.uuid4().hex}"
