@@ -55,6 +55,9 @@ def test_a_hog_on_every_core_makes_the_monitor_and_the_verdict_say_busy(referenc
     report = monitor.report
     assert report is not None and report.busy, report
     assert report.other_cpu_share > 0.5, report.reason  # the hog took at least half a core from us
+    assert report.own_cpu_share > 0.2, report.reason  # and we still worked
+    # what we used is ours, not theirs: together no more than the machine has
+    assert report.own_cpu_share + report.other_cpu_share <= CORES * 1.05, report.reason
     assert report.reason.startswith("busy: other processes used ")
     verdict = load.verdict(report, blocks, quiet_reference_s=quiet_s)
     assert not verdict and verdict.reason.startswith("busy: ")

@@ -101,6 +101,22 @@ def test_equal_runners_are_not_distinguishable():
     holds_unless_busy(report, check)
 
 
+def test_the_interval_covers_the_true_ratio_about_95_times_in_100():
+    rng = np.random.default_rng(7)
+    noise = lambda: rng.lognormal(0.0, 0.05, size=8)  # noqa: E731  eight blocks, 5% spread each
+    covered = [
+        (i := stats.ratio_interval(0.003 * noise(), 0.002 * noise(), resamples=500)).low <= 1.5 <= i.high
+        for _ in range(200)
+    ]
+    assert 0.8 <= np.mean(covered) <= 1.0  # the percentile bootstrap over 8 blocks covers about 9 in 10 here
+
+
+def test_overlapping_contenders_have_no_winner():
+    best = stats.fastest({"a": [0.0020, 0.0024, 0.0019], "b": [0.0021, 0.0020, 0.0023], "c": [0.004] * 3})
+    assert best.winner is None and best.tied == ("a", "b") and best.runner_up == "b"
+    assert stats.fastest({"only": [0.001]}).winner == "only"
+
+
 def test_a_gap_inside_the_margin_is_not_claimed_even_when_the_interval_excludes_1():
     tight = stats.Interval(1.001, 1.0006, 1.0016, 0.95, 3)  # two equal sleepers, measured once
     assert not stats.distinguishable(tight)
