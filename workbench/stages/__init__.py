@@ -123,4 +123,4 @@ def stage(
     return register
 
 
-from workbench.stages import export, ort_optimize, quantize_dynamic, simplify  # noqa: E402,F401  (registers)
+from workbench.stages import export, ort_optimize, quantize_dynamic, quantize_static, simplify  # noqa: E402,F401  (registers)
