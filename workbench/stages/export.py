@@ -1,45 +1,162 @@
-"""``export``: torch.onnx.export with the TorchScript exporter, dynamic axes, provenance metadata."""
+"""``export``: torch.onnx.export, by default torch's ``torch.export``-based exporter (onnxscript), with
+``torch.export.Dim``s for the declared batch and sequence axes; ``exporter: torchscript`` keeps the legacy one.
+
+With torch 2.13 + onnxscript 0.7 the default exports an ``nn.TransformerEncoder`` with a padding mask (the
+TorchScript exporter fails on its fused fast path, or freezes the example's length inside attention). The
+example batch is 2 (a size-1 axis would be specialised to 1); one ``Dim`` per axis name is shared by every
+input. What the exporter says (warnings, prints, log records, C++ output) goes whole into the facts.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from workbench.stages import Facts, Params, Source, stage
+from workbench.errors import StageError
+from workbench.stages import Facts, Params, Source, TorchSource, stage
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+PROTO_LIMIT = 2**31  # protobuf's 2 GB: a larger model keeps its weights in one external data file beside it
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CAUSE_LINES = 8  # lines of the underlying error kept in a StageError (constraint violations carry their fix)
 
 
 class ExportParams(Params):
-    opset: int = Field(17, ge=11, le=21)
-    constant_folding: bool = True
+    opset: int = Field(18, ge=11, le=21)  # 18: the onnxscript torchlib's own opset (no version conversion)
+    constant_folding: bool = True  # dynamo: onnxscript's graph optimizer; torchscript: do_constant_folding
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    max_length: int | None = Field(None, ge=1)  # the sequence Dim's max (None: the model's, else unbounded)
 
 
 class ExportFacts(Facts):
     exporter: str
     torch: str
     opset: int
+    onnxscript: str | None = None  # the dynamo exporter's translator; None for the TorchScript exporter
+    dims: dict[str, str] = Field(default_factory=dict)  # axis name -> range, e.g. {"sequence": "1..512"}
+    external_data: bool = False  # True only for a model over 2 GB: its weights are in ``<dst>.data``
+    log: str = ""  # what the exporter printed (stdout, stderr, log records, C++), whole
 
     def lines(self) -> list[str]:
-        return [f"exporter: {self.exporter}, torch {self.torch}, opset {self.opset}"]
+        """Which exporter and versions ran, and the dynamic axes it was given."""
+        tool = self.exporter + (f" (onnxscript {self.onnxscript})" if self.onnxscript else "")
+        lines = [f"exporter: {tool}, torch {self.torch}, opset {self.opset}"]
+        if self.dims:
+            lines.append("dynamic axes: " + ", ".join(f"{name} {span}" for name, span in self.dims.items()))
+        if self.external_data:
+            lines.append("over 2 GB: weights saved beside the file as external data")
+        return lines
 
 
 @stage("export", params=ExportParams, facts=ExportFacts, takes="torch")
 def export(source: Source, params: ExportParams, dst: Path) -> ExportFacts:
-    """Export the module; the TorchScript exporter keeps the ``LSTM`` op and both dynamic axes.
+    """Export ``source.torch`` to ``dst`` (one self-contained file under 2 GB), named and checked."""
+    from importlib.metadata import version
 
-    (torch 2.13's default dynamo exporter fixes a size-1 batch axis of the example input to 1.)
-    """
-    import onnx
     import torch
 
     model = source.torch
     assert model is not None, "export takes the torch model"
-    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
-        warnings.simplefilter("always")  # kept for the report (the legacy exporter's notice, its LSTM batch note)
+    module, example = model.module, model.example  # built outside the catch: a bad model is an InputError
+    run = _dynamo if params.exporter == "dynamo" else _torchscript
+    log: list[str] = []
+    with warnings.catch_warnings(record=True) as caught, captured(log):
+        warnings.simplefilter("always")
+        try:
+            exporter, dims = run(module, example, model, params, dst)
+        except StageError:
+            raise
+        except Exception as exc:  # the exporter's own failure, whatever its type: a failed stage, not a crash
+            raise StageError(_failure(exc, params.exporter, model, example)) from exc
+    external = _finish(dst, {**model.metadata, "onnx_opset": str(params.opset), "exporter": exporter})
+    return ExportFacts(
+        exporter=exporter,
+        torch=torch.__version__,
+        opset=params.opset,
+        onnxscript=version("onnxscript") if params.exporter == "dynamo" else None,
+        dims=dims,
+        external_data=external,
+        warnings=tuple(dict.fromkeys(_ANSI.sub("", str(w.message)).strip() for w in caught)),
+        log=_ANSI.sub("", "".join(log)),
+    )
+
+
+def dynamic_shapes(model: TorchSource, max_length: int | None) -> tuple[dict[int, Any] | None, ...]:
+    """One ``{dim_index: Dim}`` per input, in order; one ``Dim`` object per axis name, shared by all inputs.
+
+    Every axis starts at 1; the ``sequence`` axis ends at ``max_length`` (else the source's, else unbounded).
+    """
+    import torch
+
+    longest = max_length or model.max_length
+    names = {name for axes in model.dynamic_axes.values() for name in axes.values()}
+    dims = {name: torch.export.Dim(name, min=1, max=longest if name == "sequence" else None) for name in names}
+    return tuple(
+        {index: dims[name] for index, name in model.dynamic_axes[input_name].items()}
+        if model.dynamic_axes.get(input_name)
+        else None
+        for input_name in model.input_names
+    )
+
+
+def _dynamo(
+    module: torch.nn.Module, example: tuple[torch.Tensor, ...], model: TorchSource, params: ExportParams, dst: Path
+) -> tuple[str, dict[str, str]]:
+    """torch.export + onnxscript; written to ``dst`` without external data unless over 2 GB."""
+    import torch
+
+    shapes = dynamic_shapes(model, params.max_length)
+    program = torch.onnx.export(
+        module,
+        example,
+        dynamo=True,
+        opset_version=params.opset,
+        optimize=params.constant_folding,
+        input_names=list(model.input_names),
+        output_names=[model.output_name],
+        dynamic_shapes=shapes,
+    )
+    assert program is not None
+    dims = _held(program.exported_program, model, shapes)
+    large = sum(v.const_value.nbytes for v in program.model.graph.initializers.values() if v.const_value) >= PROTO_LIMIT
+    program.save(str(dst), external_data=large)
+    return "torch.onnx.export(dynamo=True)", dims
+
+
+def _held(program: Any, model: TorchSource, shapes: tuple[dict[int, Any] | None, ...]) -> dict[str, str]:
+    """Each declared axis's range, as ``low..high``; a StageError when the model's code holds an axis to less
+    (torch.export narrows a Dim quietly, and the graph then fails outside the narrower range)."""
+    asked = {dim.__name__: (dim.min, _bound(dim.max)) for axes in shapes if axes for dim in axes.values()}
+    got = _ranges(program, model)
+    narrowed = {n: got[n] for n in asked if n in got and (got[n][0] > asked[n][0] or _below(got[n][1], asked[n][1]))}
+    if narrowed:
+        raise StageError(_narrowed(narrowed, asked))
+    return {name: _span(*asked[name]) for name in sorted(asked)}
+
+
+def _torchscript(
+    module: torch.nn.Module, example: tuple[torch.Tensor, ...], model: TorchSource, params: ExportParams, dst: Path
+) -> tuple[str, dict[str, str]]:
+    """The legacy TorchScript exporter with ``dynamic_axes`` (under ``no_grad``, as the workbench always ran it)."""
+    import torch
+
+    with torch.no_grad():
         torch.onnx.export(
-            model.module,
-            model.example,
+            module,
+            example,
             str(dst),
             dynamo=False,
             opset_version=params.opset,
@@ -48,13 +165,155 @@ def export(source: Source, params: ExportParams, dst: Path) -> ExportFacts:
             output_names=[model.output_name],
             dynamic_axes=model.dynamic_axes,
         )
-    proto = onnx.load(str(dst))
-    onnx.helper.set_model_props(proto, {**model.metadata, "onnx_opset": str(params.opset)})
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(dst))
-    return ExportFacts(
-        exporter="torch.onnx.export(dynamo=False)",
-        torch=torch.__version__,
-        opset=params.opset,
-        warnings=tuple(dict.fromkeys(str(w.message).strip() for w in caught)),
-    )
+    names = sorted({name for axes in model.dynamic_axes.values() for name in axes.values()})
+    return "torch.onnx.export(dynamo=False)", {name: "dynamic" for name in names}
+
+
+def _bound(value: Any) -> int | None:
+    """A range's upper end as an int, None when unbounded (torch's ``int_oo``)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, AttributeError, OverflowError):  # int_oo, sympy's oo, None
+        return None
+    return number if number < 2**62 else None
+
+
+def _below(got: int | None, asked: int | None) -> bool:
+    """Whether the upper end ``got`` is tighter than ``asked`` (None: unbounded)."""
+    return got is not None and (asked is None or got < asked)
+
+
+def _span(low: int, high: int | None) -> str:
+    """A range as ``low..high`` (``low..`` when unbounded)."""
+    return f"{low}..{'' if high is None else high}"
+
+
+def _ranges(program: Any, model: TorchSource) -> dict[str, tuple[int, int | None]]:
+    """Axis name -> the range torch.export found the graph valid for (a fixed size n reads as (n, n))."""
+    nodes = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    found: dict[str, tuple[int, int | None]] = {}
+    for input_name, arg in zip(model.input_names, program.graph_signature.user_inputs, strict=False):
+        sizes = nodes[arg].meta["val"].shape
+        for index, axis in model.dynamic_axes.get(input_name, {}).items():
+            size = sizes[index]
+            if isinstance(size, int):
+                found[axis] = (size, size)
+                continue
+            limits = program.range_constraints.get(size.node.expr)
+            if limits is not None:
+                found[axis] = (int(limits.lower), _bound(limits.upper))
+    return found
+
+
+def _narrowed(narrowed: dict[str, tuple[int, int | None]], asked: dict[str, tuple[int, int | None]]) -> str:
+    """The StageError for axes the model's code holds to a smaller range than the recipe declares."""
+    spans = ", ".join(f"{n} to {_span(*narrowed[n])} (declared {_span(*asked[n])})" for n in narrowed)
+    hint = " (set export: {max_length: N} if the model really stops there)" if "sequence" in narrowed else ""
+    return f"export (dynamo exporter): the model's code narrows {spans}; the graph would fail outside it{hint}"
+
+
+def _finish(dst: Path, metadata: dict[str, str], *, limit: int = PROTO_LIMIT) -> bool:
+    """Set the metadata, check the model fully and save it as one file (external data only over ``limit``)."""
+    import onnx
+
+    proto = onnx.load(str(dst))  # pulls in any external data the exporter wrote
+    onnx.helper.set_model_props(proto, metadata)
+    large = _weight_bytes(proto) >= limit
+    stray = [dst.parent / loc for loc in _external_locations(dst)]
+    data = dst.with_name(dst.name + ".data")
+    if large:
+        onnx.save(proto, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    else:
+        onnx.save(proto, str(dst))
+    for path in stray:
+        if path.is_file() and not (large and path == data):
+            path.unlink()
+    onnx.checker.check_model(str(dst), full_check=True)
+    return large
+
+
+def _weight_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the initializers' data."""
+    return sum(len(t.raw_data) or t.ByteSize() for t in proto.graph.initializer)
+
+
+def _external_locations(dst: Path) -> set[str]:
+    """The external data files ``dst`` refers to (read without loading them)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    proto = onnx.load(str(dst), load_external_data=False)
+    return {ExternalDataInfo(t).location for t in proto.graph.initializer if uses_external_data(t)}
+
+
+def _failure(exc: BaseException, exporter: str, model: TorchSource, example: tuple[Any, ...]) -> str:
+    """The exporter's own message (its first line and the underlying error's first lines) and where it failed."""
+    shapes = ", ".join(f"{n} {list(t.shape)}" for n, t in zip(model.input_names, example, strict=False))
+    head = _first_lines(exc, 1)
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    message = f"export ({exporter} exporter) failed on example inputs {shapes}: {type(exc).__name__}: {head}"
+    if root is not exc:
+        message += f"\ncaused by {type(root).__name__}: {_first_lines(root, _CAUSE_LINES)}"
+    return message
+
+
+def _first_lines(exc: BaseException, count: int) -> str:
+    """The first ``count`` non-empty lines of an exception's message, colour codes removed."""
+    lines = [line.rstrip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    return "\n".join(lines[:count]) or "(no message)"
+
+
+@contextmanager
+def captured(into: list[str]) -> Iterator[None]:
+    """Send everything printed meanwhile to ``into`` instead of the terminal: Python's and C/C++'s stdout and
+    stderr (file descriptors 1 and 2 too) and the log records of torch's and onnx's own stream handlers."""
+    handle, name = tempfile.mkstemp(prefix="workbench-export-", suffix=".log")
+    os.close(handle)
+    try:
+        sink = open(name, "a", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115  (O_APPEND: one order)
+        with sink, _fds_to(sink), _handlers_to(sink), redirect_stdout(sink), redirect_stderr(sink):
+            yield
+        into.append(Path(name).read_text(encoding="utf-8", errors="replace"))
+    finally:
+        os.unlink(name)
+
+
+@contextmanager
+def _fds_to(sink: Any) -> Iterator[None]:
+    """Point file descriptors 1 and 2 at ``sink`` (what C++ code prints), then put them back."""
+    import ctypes
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)  # C stdio buffers a redirected stdout: empty it into the sink first
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+@contextmanager
+def _handlers_to(sink: Any) -> Iterator[None]:
+    """Point the stream handlers of the root, torch, onnx and onnxscript loggers at ``sink``, then put them back
+    (a handler keeps the stream it was made with, so redirecting sys.stderr alone misses it)."""
+    known = list(logging.root.manager.loggerDict.items())
+    loggers = [logging.getLogger()] + [
+        lg
+        for name, lg in known
+        if isinstance(lg, logging.Logger) and name.split(".")[0] in ("torch", "onnx", "onnxscript", "onnx_ir")
+    ]
+    handlers = {h for lg in loggers for h in lg.handlers if type(h) is logging.StreamHandler}
+    before = {h: h.setStream(sink) for h in handlers}
+    try:
+        yield
+    finally:
+        for handler, stream in before.items():
+            if stream is not None:
+                handler.setStream(stream)
