@@ -32,7 +32,7 @@ def _hits(metrics: dict) -> dict[str, bool]:
     out = {"reference": metrics["reference"]["cached"]}
     for s in metrics["stages"]:
         out[s["stage"]] = s["cached"]
-        out[f"check {s['stage']}"] = all(e["cached"] for e in s["engines"])
+        out[f"check {s['stage']}"] = all(e["cached"] for e in s["checks"])
     out["bench"] = bool(metrics["bench"] and metrics["bench"]["cached"])
     return out
 

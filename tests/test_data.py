@@ -94,7 +94,7 @@ def test_padded_batches_keep_order_and_mask_the_padding():
 
 
 def test_feeds_lay_out_and_type_each_declared_input():
-    from workbench.recipe import InputSpec
+    from workbench.feeds import FeedSpec, InputSpec
 
     tokens = np.arange(6).reshape(2, 3) + 10
     mask = np.array([[1, 1, 1], [1, 1, 0]])
@@ -103,7 +103,7 @@ def test_feeds_lay_out_and_type_each_declared_input():
         InputSpec(name="mask", feed="mask", dtype="int32", axes=("batch", "sequence")),
         InputSpec(name="segments", feed="zeros", axes=("batch", "sequence")),
     )
-    out = data.feeds(tokens, mask, inputs)
+    out = FeedSpec(inputs, vocab_size=100).feeds(tokens, mask)
     assert list(out) == ["ids", "mask", "segments"]
     assert np.array_equal(out["ids"], tokens.T) and out["ids"].dtype == np.int64 and out["ids"].flags.c_contiguous
     assert np.array_equal(out["mask"], mask) and out["mask"].dtype == np.int32

@@ -70,17 +70,17 @@ def test_int8_recipe_end_to_end(int8_run):
     stages = {s["stage"]: s for s in metrics["stages"]}
     assert list(stages) == ["export", "simplify", "ort_optimize", "quantize_dynamic"]
     for name in ("export", "simplify", "ort_optimize"):
-        (engine,) = stages[name]["engines"]
+        (engine,) = stages[name]["checks"]
         assert engine["row"] == f"onnxruntime:{name}" and engine["precision"] == "fp32"
-        assert engine["check"]["max_excess"] <= 1e-5  # the product's rule: |diff| - 1e-5 * |ref| <= 1e-5
-        assert engine["check"]["agreement"] == 1.0
+        assert engine["check"]["comparison"]["max_excess"] <= 1e-5  # the product's rule: |diff| - 1e-5 * |ref| <= 1e-5
+        assert engine["check"]["comparison"]["agreement"] == 1.0
         assert engine["batch_dependence"] is None and engine["padding"] is None
     quant = stages["quantize_dynamic"]
     assert quant["artifact"]["op_counts"].get("DynamicQuantizeLSTM") == 1
     assert "LSTM" not in quant["artifact"]["op_counts"] and "Gemm" not in quant["artifact"]["op_counts"]
-    assert quant["artifact"]["share_of_fp32"] <= 0.26
-    (engine,) = quant["engines"]
-    assert engine["check"]["agreement"] >= 0.995
+    assert quant["share_of_export"] <= 0.26
+    (engine,) = quant["checks"]
+    assert engine["check"]["comparison"]["agreement"] >= 0.995
     assert engine["precision"].startswith("int8: DynamicQuantizeLSTM 1")
     dependence = engine["batch_dependence"]
     assert dependence["samples"] == 256 and 0 < dependence["max_abs_diff"] < 0.5 and dependence["agreement"] > 0.95
@@ -170,12 +170,12 @@ def test_other_modules_by_import_path(project):
         1,
     )  # random weights: int8 agreement is not the point here
     stages = {s["stage"]: s for s in _metrics(project, "mlp")["stages"]}
-    assert stages["simplify"]["engines"][0]["check"]["max_excess"] <= 1e-5
+    assert stages["simplify"]["checks"][0]["check"]["comparison"]["max_excess"] <= 1e-5
     assert stages["quantize_dynamic"]["artifact"]["op_counts"].get("MatMulInteger", 0) >= 2
     assert main(["run", str(bf), "--quiet", "--no-bench"]) == 0
     bf_stages = _metrics(project, "bf")["stages"]
     assert bf_stages[0]["artifact"]["inputs"]["text"] == ["batch", "sequence"]
-    assert all(s["engines"][0]["check"]["max_excess"] <= 1e-5 for s in bf_stages)
+    assert all(s["checks"][0]["check"]["comparison"]["max_excess"] <= 1e-5 for s in bf_stages)
 
 
 def test_impossible_threshold_fails_with_exit_1_and_a_failed_row(project, capsys):
@@ -188,7 +188,7 @@ def test_impossible_threshold_fails_with_exit_1_and_a_failed_row(project, capsys
     metrics = _metrics(project, "tight")
     assert metrics["verdict"] == "FAILED"
     quant = metrics["stages"][-1]
-    assert quant["verdict"] == "FAILED" and quant["engines"][0]["check"]["failures"][0].startswith("max abs error")
+    assert quant["verdict"] == "FAILED" and quant["checks"][0]["check"]["failures"][0].startswith("max abs error")
     report = (project / "reports" / "tight" / "report.md").read_text()
     assert "**FAILED**: quantize_dynamic: onnxruntime:quantize_dynamic: max abs error" in report
     assert "| onnxruntime:quantize_dynamic | quantize_dynamic.onnx |" in report and "| FAILED |" in report
@@ -205,7 +205,7 @@ def test_failed_stage_stops_later_stages(project):
     )
     code = main(["run", str(path), "--quiet", "--no-bench"])
     metrics = _metrics(project, "stop")
-    assert metrics["stages"][1]["engines"][0]["check"]["max_abs_error"] > 0  # onnxruntime's LSTM kernel is not torch's
+    assert metrics["stages"][1]["checks"][0]["check"]["comparison"]["max_abs_error"] > 0  # onnxruntime's LSTM kernel is not torch's
     assert code == 1
     assert [s["stage"] for s in metrics["stages"]] == ["export", "simplify"]
     assert metrics["skipped"] == ["ort_optimize", "quantize_dynamic"]
@@ -253,7 +253,7 @@ def test_quantizer_refusal_end_to_end(project, capsys):
     metrics = _metrics(project, "refused")
     export, quant = metrics["stages"]
     assert export["verdict"] == "passed" and quant["verdict"] == "FAILED" and quant["artifact"] is None
-    assert quant["error"].startswith("quantize_dynamic left ops in fp32: LSTM") and quant["engines"] == []
+    assert quant["error"].startswith("quantize_dynamic left ops in fp32: LSTM") and quant["checks"] == []
     assert metrics["skipped"] == ["simplify"] and metrics["verdict"] == "FAILED"
     report = (project / "reports" / "refused" / "report.md").read_text()
     assert "| quantize_dynamic | - | - | - | - | - | - | - | - | FAILED |" in report
@@ -281,7 +281,7 @@ def _hidden(folder: Path, prefix: str = ".") -> set[str]:
     return {p.name for p in folder.iterdir() if p.name.startswith(prefix)} if folder.is_dir() else set()
 
 
-# Where a run is killed: the run pauses at a named point (WORKBENCH_TEST_PAUSE_AT, see workbench.run.pause),
+# Where a run is killed: the run pauses at a named checkpoint (WORKBENCH_TEST_PAUSE_AT, see tests/hooks/sitecustomize.py),
 # says so with a file, and the test kills it there: no polling race, and the phase it hit is known.
 KILL_POINTS = {
     "torch reference being computed": "reference",
@@ -293,9 +293,9 @@ KILL_POINTS = {
 
 def _start_paused(cmd: list[str], env: dict, point: str, folder: Path, **popen) -> subprocess.Popen:
     """Start ``cmd`` and return once it waits at ``point`` (bounded: 120 s, or it exits first and we fail)."""
-    from workbench.run import PAUSE_ENV
-
-    proc = subprocess.Popen(cmd, env={**env, PAUSE_ENV: f"{point}={folder}"}, **popen)
+    hooks = Path(__file__).parent / "hooks"
+    env = {**env, "WORKBENCH_TEST_PAUSE_AT": f"{point}={folder}", "PYTHONPATH": f"{hooks}{os.pathsep}{env.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(cmd, env=env, **popen)
     deadline = time.monotonic() + 120
     while not (folder / f"{point}.reached").exists():
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -51,9 +51,9 @@ def test_int8_recipe_on_its_full_set_matches_the_readme(tmp_path):
     assert final["artifact"]["op_counts"]["DynamicQuantizeLSTM"] == 1
     # the README's figures for this run: size, share of fp32, accuracy of both
     assert f"{final['artifact']['bytes']:,}" == _readme(r"int8 is ([\d,]+) bytes")
-    assert f"{100 * final['artifact']['share_of_fp32']:.1f}%" == _readme(r"int8 is [\d,]+ bytes = ([\d.]+%) of fp32")
-    check = final["engines"][0]["check"]
-    assert f"{100 * check['accuracy']:.2f}%" == _readme(r"int8 accuracy on the 2,000 samples: ([\d.]+%)")
+    assert f"{100 * final['share_of_export']:.1f}%" == _readme(r"int8 is [\d,]+ bytes = ([\d.]+%) of fp32")
+    check = final["checks"][0]["check"]
+    assert f"{100 * check['comparison']['accuracy']:.2f}%" == _readme(r"int8 accuracy on the 2,000 samples: ([\d.]+%)")
     assert f"{100 * metrics['reference']['accuracy']:.2f}%" == _readme(r"PyTorch fp32 accuracy on them: ([\d.]+%)")
 
 
@@ -61,8 +61,8 @@ def test_fp32_recipe_on_its_full_set(tmp_path):
     metrics = _run(_project(tmp_path, "fp32"), "fp32")
     (export,) = metrics["stages"]
     assert metrics["verdict"] == "passed" and metrics["reference"]["samples"] == 2000
-    assert export["engines"][0]["check"]["max_excess"] <= 1e-5  # |diff| <= 1e-5 + 1e-5 * |reference|
-    assert f"{export['engines'][0]['check']['max_abs_error']:.1e}" == _readme(
+    assert export["checks"][0]["check"]["comparison"]["max_excess"] <= 1e-5  # |diff| <= 1e-5 + 1e-5 * |reference|
+    assert f"{export['checks'][0]['check']['comparison']['max_abs_error']:.1e}" == _readme(
         r"differs from PyTorch by at most ([\d.e-]+)"
     )
 
@@ -73,18 +73,18 @@ def test_other_model_families(tmp_path, name):
     assert metrics["verdict"] == "passed"
     assert metrics["reference"]["accuracy"] >= 0.95
     final = metrics["stages"][-1]
-    assert final["precision"] == "int8" and final["engines"][0]["batch_dependence"]["samples"] == 240
+    assert final["precision"] == "int8" and final["checks"][0]["batch_dependence"]["samples"] == 240
     if name == "bert":
         fusions = next(s for s in metrics["stages"] if s["stage"] == "ort_optimize")["facts"]["fusions"]
         assert fusions.get("Attention", 0) > 0 and sum(fusions.values()) > 0
         assert fusions["EmbedLayerNormalization"] == 1 and fusions["SkipLayerNormalization"] == 4
         assert _readme(r"on the BERT: ([A-Za-z0-9, ]+)\)") == ", ".join(f"{k} {v}" for k, v in fusions.items() if v)
         assert metrics["reference"]["padding"]["passed"]
-        ran = [e for s in metrics["stages"] for e in s["engines"] if not e["not_applicable"]]
+        ran = [e for s in metrics["stages"] for e in s["checks"] if not e["not_applicable"]]
         assert len(ran) == 7 and all(e["padding"]["passed"] for e in ran)
-        refused = {e["row"]: e for e in final["engines"]}["openvino:quantize_dynamic"]
+        refused = {e["row"]: e for e in final["checks"]}["openvino:quantize_dynamic"]
         assert "No conversion rule found for operations: com.microsoft.QAttention" in refused["not_applicable"]
-        assert final["engines"][0]["precision"].startswith("int8: MatMulInteger")
+        assert final["checks"][0]["precision"].startswith("int8: MatMulInteger")
     if name == "gru":
         stayed = final["facts"]["stayed_fp32"]["GRU"]
         assert stayed["count"] >= 1 and 0 < stayed["share_of_file"] < 1

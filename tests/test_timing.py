@@ -13,8 +13,9 @@ import torch
 
 import task
 from workbench.cli import main
-from workbench.recipe import InputSpec
-from workbench.runtimes import REFERENCE, TORCH_INT8, Runner
+from workbench.feeds import FeedSpec, InputSpec
+from workbench.results import Case, Run, Trial
+from workbench.runtimes import ENGINES, REFERENCE, TORCH_INT8, Runner, load_tuned
 from workbench.runtimes import onnxruntime as ort_engine
 from workbench.runtimes import torch as torch_runners
 from workbench.timing import measure, tune
@@ -23,7 +24,7 @@ TINY_BENCH = (
     "bench: {budget_seconds: 0.05, latency_lengths: [8, 16], throughput: {batch: 4, length: 16}, "
     "chart_lengths: [4, 16]}\n"
 )
-TEXT = (InputSpec(name="text"),)
+TEXT = FeedSpec((InputSpec(name="text"),), vocab_size=50)
 
 
 @pytest.fixture(scope="module")
@@ -58,60 +59,64 @@ def test_measure_times_every_contender_and_reports_spread(tiny_onnx):
         torch_runners.dynamic_int8(TORCH_INT8, *names),
         ort_engine.load_file(path, 1, name="onnx"),
     ]
-    case = measure.Case("b2_l8", 2, 8)
-    timings = measure.measure(runners, case, measure.inputs(case, TEXT, vocab_size=50), budget_s=0.2)
+    case = Case(batch=2, length=8)
+    timings = measure.measure(runners, case, TEXT.random(2, 8), budget_s=0.2)
     assert [t.contender for t in timings] == [REFERENCE, TORCH_INT8, "onnx"]
     for t in timings:
         assert t.runs >= measure.BLOCKS * measure.MIN_BLOCK_RUNS
         assert 0 < t.min_ms <= t.median_ms <= t.p90_ms <= t.max_ms and t.iqr_ms >= 0
+        assert len(t.block_medians_ms) >= measure.BLOCKS and t.min_ms <= min(t.block_medians_ms)
 
 
 def test_speedups_reflect_known_costs():
     """Two runners whose costs are known (sleeps of 4 ms and 2 ms): the measured ratio is about 2, and the
     medians are at least the sleeps. An independent fact, not the formula restated."""
     slow, fast = Sleeper("slow", 0.004), Sleeper("fast", 0.002)
-    case = measure.Case("b1_l4", 1, 4)
-    timings = measure.measure([slow, fast], case, measure.inputs(case, TEXT, vocab_size=10), budget_s=0.3)
+    case = Case(batch=1, length=4)
+    timings = measure.measure([slow, fast], case, TEXT.random(1, 4), budget_s=0.3)
     medians = {t.contender: t.median_ms for t in timings}
     assert medians["slow"] >= 4.0 and medians["fast"] >= 2.0
-    ratio = measure.speedups(timings, baseline="slow")[("fast", "b1_l4")]
+    ratio = medians["slow"] / medians["fast"]
     assert 1.5 < ratio < 2.5, medians
 
 
 def test_inputs_are_seeded_and_laid_out():
-    case = measure.Case("c", 3, 5)
-    inputs = (
-        InputSpec(name="ids", axes=("sequence", "batch")),
-        InputSpec(name="m", feed="mask", axes=("batch", "sequence")),
+    feed = FeedSpec(
+        (InputSpec(name="ids", axes=("sequence", "batch")), InputSpec(name="m", feed="mask", axes=("batch", "sequence"))),
+        vocab_size=10,
     )
-    a = measure.inputs(case, inputs, vocab_size=10)
+    a = feed.random(3, 5)
     assert a["ids"].shape == (5, 3) and a["ids"].max() < 10 and a["m"].shape == (3, 5) and a["m"].all()
-    assert all(np.array_equal(a[k], measure.inputs(case, inputs, vocab_size=10)[k]) for k in a)
-    assert not np.array_equal(a["ids"], measure.inputs(case, inputs, vocab_size=10, seed=1)["ids"])
+    assert all(np.array_equal(a[k], feed.random(3, 5)[k]) for k in a)
+    assert not np.array_equal(a["ids"], feed.random(3, 5, seed=1)["ids"])
 
 
 def test_tuning_saves_a_loadable_config_that_reproduces_the_default(tiny_onnx, tmp_path):
     _, path = tiny_onnx
-    result = tune.tune(path, "tiny", measure.Case("b1_l16", 1, 16), TEXT, threads=2, vocab_size=50, budget_s=0.1)
-    assert len(result.trials) == len(tune.grid(2)) == 8 and result.trials[0].options == tune.grid(2)[0]
+    engine = ENGINES["onnxruntime"]
+    grid = engine.tuner.grid(2)
+    result = tune.tune(engine, engine.params(), path, "tiny", Case(batch=1, length=16), TEXT, threads=2, budget_s=0.1)
+    assert len(result.trials) == len(grid) == 8 and result.trials[0].options == grid[0]
     assert result.best.identical and result.best in result.trials
     copy = tmp_path / "m.onnx"
     shutil.copy(path, copy)
-    saved = tune.save(result, copy)
+    saved = tune.save(result, engine.params(), copy)
     assert saved.name == "m.onnx.session.json"
-    assert json.loads(saved.read_text())["session_options"] == result.best.options
-    runner = tune.tuned_session(copy)
+    assert json.loads(saved.read_text())["options"] == result.best.options
+    runner = load_tuned(copy)
     ids = {"text": np.array([[1], [2], [3]])}
     assert np.array_equal(runner.first_output(ids), ort_engine.load_file(path, 2).first_output(ids))
 
 
 def test_a_faster_trial_whose_outputs_differ_is_never_chosen():
-    default = tune.Trial({"n": 0}, 5.0, True)
-    faster_but_different = tune.Trial({"n": 1}, 1.0, False)
-    slower_same = tune.Trial({"n": 2}, 6.0, True)
-    second_best_same = tune.Trial({"n": 3}, 4.0, True)
-    assert tune.choose([default, faster_but_different, slower_same, second_best_same]) is second_best_same
-    assert tune.choose([default, faster_but_different]) is default
+    def trial(n: int, ms: float, identical: bool) -> Trial:
+        return Trial(options={"n": n}, label=str(n), median_ms=ms, identical=identical)
+
+    default, faster_but_different, slower_same, second_best_same = (
+        trial(0, 5.0, True), trial(1, 1.0, False), trial(2, 6.0, True), trial(3, 4.0, True)
+    )
+    assert tune.choose([default, faster_but_different, slower_same, second_best_same]) == 3
+    assert tune.choose([default, faster_but_different]) == 0
 
 
 def test_outputs_that_differ_are_flagged(tiny_onnx):
@@ -126,7 +131,7 @@ def test_outputs_that_differ_are_flagged(tiny_onnx):
     other = path.with_name("other.onnx")
     onnx.save(proto, str(other))
     runners = [ort_engine.load_file(p, 1) for p in (path, path, other)]
-    assert tune.identical_to_first(runners, TEXT, vocab_size=50) == [True, True, False]
+    assert tune.identical_to_first(runners, TEXT) == [True, True, False]
 
 
 def _recipe(project: Path, name: str, stages: str, extra: str = "") -> Path:
@@ -158,29 +163,30 @@ def two_runs(tmp_path_factory):
 
 def test_run_reports_benchmarks_charts_and_tuning(two_runs):
     folder = two_runs / "reports" / "int8"
-    metrics = json.loads((folder / "metrics.json").read_text())
-    figures = metrics["bench"]
+    figures = Run.load((folder / "metrics.json").read_text()).bench
     stages = ("export", "simplify", "quantize_dynamic")
     rows = {f"{engine}:{stage}" for engine in ("onnxruntime", "openvino") for stage in stages}
-    assert {t["contender"] for t in figures["timings"]} == {REFERENCE, TORCH_INT8} | rows
-    assert {t["case"] for t in figures["timings"]} == {"b1_l8", "b1_l16", "b4_l16"}
-    assert figures["precisions"]["onnxruntime:quantize_dynamic"].startswith("int8: DynamicQuantizeLSTM")
-    assert "no int8 arithmetic at run time" in figures["precisions"]["openvino:quantize_dynamic"]
-    assert figures["precisions"][TORCH_INT8] == "int8 dynamic: Linear, LSTM"
-    assert set(figures["chart_rows"]) == {REFERENCE, TORCH_INT8, "onnxruntime:export", "onnxruntime:quantize_dynamic"}
-    assert figures["tuning"]["row"] == "onnxruntime:quantize_dynamic"
-    assert (folder / "quantize_dynamic.onnx.session.json").is_file()
-    assert "DynamicQuantizeLSTM" in figures["profile"]["op_share"]
-    assert sum(figures["profile"]["op_share"].values()) == pytest.approx(1.0)
+    assert {t.contender for t in figures.timings} == {REFERENCE, TORCH_INT8} | rows
+    assert {t.case.name for t in figures.timings} == {"b1_l8", "b1_l16", "b4_l16"}
+    ran = {c.row: c.ran_as for c in figures.contenders}
+    assert ran["onnxruntime:quantize_dynamic"].startswith("int8: DynamicQuantizeLSTM")
+    assert ran["openvino:quantize_dynamic"].startswith("f32: RNNSeq")
+    assert ran[TORCH_INT8] == "int8 dynamic: Linear, LSTM"
+    assert set(figures.chart_rows) == {REFERENCE, TORCH_INT8, "onnxruntime:export", "onnxruntime:quantize_dynamic"}
+    assert [t.row for t in figures.tunings] == ["onnxruntime:quantize_dynamic", "openvino:quantize_dynamic"]
+    assert json.loads((folder / "quantize_dynamic.onnx.session.json").read_text())["engine"] in ("onnxruntime", "openvino")
+    shares = {p.engine: p.op_share for p in figures.profiles}
+    assert "DynamicQuantizeLSTM" in shares["onnxruntime"] and "RNNSeq" in " ".join(shares["openvino"])
+    assert all(sum(share.values()) == pytest.approx(1.0) for share in shares.values())
     report = (folder / "report.md").read_text()
     for chart in ("size_latency.png", "latency_by_length.png"):
         png = (folder / chart).read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
         assert f"]({chart})" in report
-    assert "## Speed" in report and "### Session tuning" in report and "### Where the time goes" in report
-    fastest = min((t for t in figures["timings"] if t["case"] == "b1_l16"), key=lambda t: t["median_ms"])
-    assert f"- fastest at b1_l16: **{fastest['contender']}**" in report
-    assert not figures["cached"]
+    assert "## Speed" in report and "### Tuning" in report and "### Where the time goes" in report
+    fastest = min((t for t in figures.timings if t.case.name == "b1_l16"), key=lambda t: t.median_ms)
+    assert f"- fastest at b1 l16: **{fastest.contender}**" in report
+    assert not figures.cached
 
 
 def test_no_bench_says_so(tmp_path):
@@ -195,17 +201,21 @@ def test_no_bench_says_so(tmp_path):
 
 
 def test_compare_two_runs(two_runs, capsys, monkeypatch):
-    from workbench import runs_diff
+    from workbench.commands import compare
 
     monkeypatch.setenv("COLUMNS", "250")  # rich folds long names in a narrow terminal
-    header, rows = runs_diff.table([two_runs / "reports" / "fp32", two_runs / "reports" / "int8"])
-    assert header == ["stage", "figure", "fp32", "int8", "change fp32 -> int8"]
+    header, rows, notes = compare.table([two_runs / "reports" / "fp32", two_runs / "reports" / "int8"])
+    assert header == ["row", "figure", "fp32", "int8", "change fp32 -> int8"]
     cells = {(r[0], r[1]): r for r in rows}
     row = "onnxruntime:quantize_dynamic"
-    assert cells[(row, "share")][2] == "-" and cells[(row, "share")][3].endswith("%")
-    assert cells[("onnxruntime:export", "bytes")][4] == "+0.0%"
-    assert cells[("onnxruntime:export", "latency b1_l16")][2].endswith(" ms")
+    assert cells[(row, "of export")][2] == "-" and cells[(row, "of export")][3].endswith("%")
+    assert cells[("onnxruntime:export", "bytes")][4] == "x1.00"
+    fp32_ms, int8_ms = (float(cells[("onnxruntime:export", "latency ms")][i]) for i in (2, 3))
+    assert cells[("onnxruntime:export", "latency ms")][4] == f"x{int8_ms / fp32_ms:.2f}"
+    fp32_x, int8_x = (float(cells[("onnxruntime:export", "x PyTorch fp32")][i].rstrip("x")) for i in (2, 3))
+    assert cells[("onnxruntime:export", "x PyTorch fp32")][4] == f"x{int8_x / fp32_x:.2f}"  # ratios of ratios
     assert ("openvino:export", "bytes") in cells
+    assert any(n.startswith("latency ms: median latency at the headline case (b1 l16)") for n in notes)
     assert main(["compare", str(two_runs / "reports" / "fp32"), str(two_runs / "reports" / "int8")]) == 0
     assert "quantize_dynamic" in capsys.readouterr().out
     assert main(["compare", str(two_runs / "nowhere")]) == 2
@@ -222,7 +232,7 @@ def test_bench_command_on_files(two_runs, capsys, monkeypatch, tmp_path):
     assert TORCH_INT8 in capsys.readouterr().out
     assert main(["bench", files[1], "--runtime", "openvino", "--budget", "0.05"]) == 0
     out = capsys.readouterr().out
-    assert "openvino:quantize_dynamic.onnx" in out and "no int8 arithmetic" in out
+    assert "openvino:quantize_dynamic.onnx" in out and "RNNSeq" in out
     assert main(["bench", files[1], "--runtime", "tensorrt"]) == 2
     assert "unknown engine; known engines: onnxruntime, openvino" in capsys.readouterr().err
     (tmp_path / "junk.onnx").write_bytes(b"junk")  # not in the shared fixture's folder

@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import InputError
+from workbench.results import ArtifactInfo
 from workbench.store.files import file_sha256
-
-
-@dataclass(frozen=True)
-class Artifact:
-    path: Path
-    sha256: str
-    bytes: int  # the .onnx file plus every external data file it points to
-    files: tuple[str, ...]
-    op_counts: dict[str, int]
-    inputs: tuple[tuple[str, tuple[str | int, ...]], ...]  # name, dims (names for dynamic axes)
-    graph_sha256: str  # what decides the outputs: the graph, the opsets it uses, its external data
-
-    @property
-    def op_total(self) -> int:
-        return sum(self.op_counts.values())
 
 
 def read_graph(path: Path):
@@ -36,7 +21,7 @@ def read_graph(path: Path):
         raise InputError(f"{path}: not a readable ONNX model: {exc}") from None
 
 
-def describe(path: Path) -> Artifact:
+def describe(path: Path) -> ArtifactInfo:
     """Read the graph (not the weights) and measure the file set; a file that is not ONNX is an InputError."""
     from onnx.external_data_helper import uses_external_data
 
@@ -60,7 +45,16 @@ def describe(path: Path) -> Artifact:
     counts = Counter(node.op_type for node in proto.graph.node)
     digests = [file_sha256(path.parent / name) for name in files]
     digest = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
-    return Artifact(path, digest, size, files, dict(sorted(counts.items())), inputs, graph_sha256(proto, digests[1:]))
+    return ArtifactInfo(
+        path=path,
+        file=path.name,
+        sha256=digest,
+        bytes=size,
+        files=files,
+        op_counts=dict(sorted(counts.items())),
+        inputs=dict(inputs),
+        graph_sha256=graph_sha256(proto, digests[1:]),
+    )
 
 
 def graph_sha256(proto, external_digests: list[str]) -> str:

@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from workbench.errors import InputError
 POSITIVE_IDS = range(10, 60)
 NEGATIVE_IDS = range(60, 110)
 NOISE_START = 110  # noise ids are [NOISE_START, vocab_size)
-SPLITS = ("train", "held_out")
+SPLITS = ("train", "held_out", "calibration")  # independent streams of the synthetic set
 
 
 @dataclass(frozen=True)
@@ -120,25 +119,6 @@ class Batch:
 
 
 PAD_ID = 0
-
-
-class InputLike(Protocol):
-    """What ``feeds`` needs of a declared model input (``recipe.InputSpec`` is one)."""
-
-    name: str
-    feed: str  # ids | mask | zeros
-    dtype: str
-    axes: tuple[str, str]
-
-
-def feeds(tokens: np.ndarray, mask: np.ndarray, inputs: Sequence[InputLike]) -> dict[str, np.ndarray]:
-    """One array per declared input, from batch-first ``tokens`` and ``mask``, laid out and typed as declared."""
-    out = {}
-    for spec in inputs:
-        source = tokens if spec.feed == "ids" else mask if spec.feed == "mask" else np.zeros_like(tokens)
-        array = source if spec.axes[0] == "batch" else source.T
-        out[spec.name] = np.ascontiguousarray(array, dtype=spec.dtype)
-    return out
 
 
 def _batch(samples: Sequence[Sample], chosen: Sequence[int]) -> Batch:

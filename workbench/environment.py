@@ -11,22 +11,23 @@ from typing import TYPE_CHECKING, Any
 from workbench import __version__
 from workbench.runtimes import ENGINES
 from workbench.store.files import file_sha256
+from workbench.versions import installed, module_version
 
 if TYPE_CHECKING:
     from workbench.recipe import Recipe, RuntimeConfig
+    from workbench.results import Environment
+
+
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript", "numpy", "transformers")
 
 
 def tool_versions(runtimes: tuple[RuntimeConfig, ...] = ()) -> dict[str, str]:
-    """Versions of the tools results depend on, read from package metadata (importing onnxsim alone takes 0.6 s)."""
-    from importlib.metadata import PackageNotFoundError, version
-
+    """Versions of the tools results depend on, read from package metadata (importing onnxsim alone takes 0.6 s);
+    whichever distribution provides a module counts (onnxruntime-gpu provides onnxruntime), absent ones are left out."""
     versions = {"workbench": __version__, "python": platform.python_version()}
-    for package in ("torch", "onnx", "onnxruntime", "onnxsim", "numpy"):
-        versions[package] = version(package)
-    try:
-        versions["transformers"] = version("transformers")  # the zoo's BERT is built by it
-    except PackageNotFoundError:
-        pass
+    for module in TOOLS:
+        if installed(module):
+            versions[module] = module_version(module)
     for runtime in runtimes:
         versions.setdefault(runtime.name, ENGINES[runtime.name].version())
     return versions
@@ -45,9 +46,18 @@ def machine() -> dict[str, str]:
     return {"cpu": cpu, "cores": str(os.cpu_count())}
 
 
-def snapshot(threads: int, runtimes: tuple[RuntimeConfig, ...]) -> dict[str, str]:
+def snapshot(threads: int, runtimes: tuple[RuntimeConfig, ...]) -> Environment:
     """Everything about the tools and the machine a run's report records."""
-    return {**tool_versions(runtimes), **machine(), "threads": str(threads), "platform": platform.platform()}
+    from workbench.results import Environment
+
+    box = machine()
+    return Environment(
+        versions=tool_versions(runtimes),
+        cpu=box["cpu"],
+        cores=int(box["cores"]),
+        threads=threads,
+        platform=platform.platform(),
+    )
 
 
 def source_sha256(function: Callable[..., Any]) -> str:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench import __version__, data
+from workbench import __version__
 from workbench.errors import InputError
 from workbench.stages import TorchSource
 from workbench.store.files import file_sha256, key
@@ -206,15 +206,8 @@ def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
 
 
 def example_inputs(recipe: Recipe) -> tuple[Any, ...]:
-    """One example per declared input for the exporter: seeded ids, a mask with padding at the end
-    (so a model that skips an all-ones mask cannot bake that shortcut into the graph), zeros."""
-    import numpy as np
+    """One example per declared input for the exporter (see ``FeedSpec.example``)."""
     import torch
 
-    spec = recipe.model
-    n = spec.example_length
-    tokens = np.random.default_rng(0).integers(0, spec.vocab_size, size=(2, n))
-    mask = np.ones_like(tokens)
-    if n > 1:
-        mask[1, n // 2 :] = 0
-    return tuple(torch.from_numpy(array) for array in data.feeds(tokens, mask, spec.inputs).values())
+    feeds = recipe.model.feed.example(recipe.model.example_length)
+    return tuple(torch.from_numpy(array) for array in feeds.values())

@@ -41,3 +41,18 @@ def int8_summary(counts: Counter[str] | dict[str, int]) -> str:
         return "int8: " + ", ".join(f"{op} {n}" for op, n in int8.items())
     qdq = {op: n for op, n in sorted(counts.items(), reverse=True) if op in QDQ_OPS}
     return "int8 QDQ: " + ", ".join(f"{op} {n}" for op, n in qdq.items()) if qdq else "fp32"
+
+
+def recurrent_macs_per_token(path: Path) -> int | None:
+    """Multiply-accumulates one sample's LSTM layers do per token (4 gates x hidden x (input + hidden)); None
+    for a graph without an LSTM whose weights are initializers."""
+    from workbench.artifact import read_graph
+
+    graph = read_graph(path).graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    total = 0
+    for node in graph.node:
+        if node.op_type == "LSTM" and node.input[1] in shapes and node.input[2] in shapes:
+            directions, gates, inputs = shapes[node.input[1]]
+            total += directions * gates * (inputs + shapes[node.input[2]][2])
+    return total or None

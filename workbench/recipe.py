@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workbench.errors import RecipeError
+from workbench.feeds import FeedSpec, InputSpec
 from workbench.precision import Accept
 from workbench.recipe_errors import describe, keys
 from workbench.safe_yaml import MAX_RECIPE_BYTES, safe_document
@@ -23,24 +24,6 @@ from workbench.stages import REGISTRY, Params
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True, allow_inf_nan=False)
-
-
-Axis = Literal["sequence", "batch"]
-
-
-class InputSpec(Strict):
-    """One model input: its name in the graph, what feeds it, its integer type and its axes in order."""
-
-    name: str = Field(pattern=r"^[A-Za-z_][\w.:/-]*$")
-    feed: Literal["ids", "mask", "zeros"] = "ids"
-    dtype: Literal["int64", "int32"] = "int64"
-    axes: tuple[Axis, Axis] = Field(("sequence", "batch"), strict=False)  # strict=False: YAML gives a list
-
-    @model_validator(mode="after")
-    def _distinct_axes(self) -> InputSpec:
-        if set(self.axes) != {"sequence", "batch"}:
-            raise ValueError("axes must name 'sequence' and 'batch' once each, in the input's order")
-        return self
 
 
 class ModelSpec(Strict):
@@ -64,12 +47,9 @@ class ModelSpec(Strict):
         return self
 
     @property
-    def ids_input(self) -> InputSpec:
-        return next(spec for spec in self.inputs if spec.feed == "ids")
-
-    @property
-    def has_mask(self) -> bool:
-        return any(spec.feed == "mask" for spec in self.inputs)
+    def feed(self) -> FeedSpec:
+        """How to feed this model (its inputs, its vocabulary)."""
+        return FeedSpec(self.inputs, self.vocab_size)
 
 
 class SyntheticData(Strict):
@@ -83,6 +63,8 @@ class DataSpec(Strict):
     synthetic: SyntheticData | None = None
     jsonl: str | None = None
     batch_size: int = Field(64, ge=1, le=4096)
+    # samples for stages that calibrate (static quantization): a JSONL file; the synthetic set draws its own
+    calibration: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -110,15 +92,24 @@ class BenchSpec(Strict):
     tune: bool = True  # try a small grid of onnxruntime session options on the final artifact
 
 
+class LayerErrorsSpec(Strict):
+    """The per-layer error of every quantized artifact: each quantized node, quantized alone, on a sample."""
+
+    enabled: bool = True
+    samples: int = Field(64, ge=1, le=100_000)  # the first samples of the evaluation set
+
+
 class Settings(Strict):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     root: str = "."
     reports: str = "reports"
+    cache: str | None = None  # a folder (relative to root) or an fsspec URL; default: <root>/.workbench-cache
     threads: int | None = Field(None, ge=1, le=256)
     continue_on_failure: bool = False
     model: ModelSpec
     data: DataSpec = DataSpec(synthetic=SyntheticData())
     bench: BenchSpec = BenchSpec()
+    layer_errors: LayerErrorsSpec = LayerErrorsSpec()
     runtimes: list[Any] = Field(list(DEFAULT_ENGINES), min_length=1, max_length=8)  # engines the ONNX artifacts run on
     stages: list[Any] = Field(min_length=1)
 

@@ -9,18 +9,9 @@ from typing import Any
 import numpy as np
 
 from workbench import data
+from workbench.feeds import FeedSpec, InputSpec
 from workbench.model import import_class
 from workbench.store.files import write_atomic
-
-
-@dataclass(frozen=True)
-class TrainInput:
-    """One input of the model's ``forward``, as a recipe declares it (``recipe.InputSpec`` fits too)."""
-
-    name: str
-    feed: str = "ids"  # ids | mask | zeros
-    dtype: str = "int64"
-    axes: tuple[str, str] = ("sequence", "batch")
 
 
 @dataclass(frozen=True)
@@ -35,7 +26,7 @@ class TrainConfig:
     max_len: int = 256
     held_out: int = 1000
     vocab_size: int = 1000
-    inputs: tuple[data.InputLike, ...] = (TrainInput("text"),)  # forward's inputs, in order
+    inputs: tuple[InputSpec, ...] = (InputSpec(name="text"),)  # forward's inputs, in order
     held_out_lengths: tuple[int, int] | None = None  # (min, max) of held-out samples; None: min_len, max_len
 
     @property
@@ -84,7 +75,7 @@ def train(config: TrainConfig, out: Path, *, search_path: Path, progress: bool =
             length = int(rng.integers(config.min_len, config.max_len + 1))
             ids, labels = data.sentiment_batch(rng, config.batch_size, length, config.vocab_size)
             tokens = np.ascontiguousarray(ids.T)  # equal lengths: no padding, the mask is all ones
-            logits = _forward(model, tokens, np.ones_like(tokens), config.inputs)
+            logits = _forward(model, tokens, np.ones_like(tokens), config)
             loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
             optimizer.zero_grad()
             loss.backward()
@@ -111,16 +102,17 @@ def held_out_accuracy(model: Any, config: TrainConfig) -> float:
     correct = 0
     with torch.no_grad():
         for batch in data.batches(held_out):
-            logits = _forward(model, batch.tokens, batch.mask, config.inputs)
+            logits = _forward(model, batch.tokens, batch.mask, config)
             correct += int((logits.argmax(1).numpy() == batch.labels).sum())
     return correct / len(held_out)
 
 
-def _forward(model: Any, tokens: np.ndarray, mask: np.ndarray, inputs: tuple[data.InputLike, ...]) -> Any:
+def _forward(model: Any, tokens: np.ndarray, mask: np.ndarray, config: TrainConfig) -> Any:
     """``model``'s logits for batch-first ``tokens``, each declared input laid out and typed as declared."""
     import torch
 
-    return model(*(torch.from_numpy(array) for array in data.feeds(tokens, mask, inputs).values()))
+    feeds = FeedSpec(config.inputs, config.vocab_size).feeds(tokens, mask)
+    return model(*(torch.from_numpy(array) for array in feeds.values()))
 
 
 def evaluate(config: TrainConfig, weights: Path, *, search_path: Path) -> float:

@@ -6,15 +6,19 @@ Comparison returns numbers, not a bool; the verdict is a separate step with its 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
-from workbench.data import InputLike, Sample, batches, feeds, padded_batches
+from workbench.data import Sample, batches, padded_batches
+from workbench.feeds import FeedSpec
 from workbench.errors import InputError
 from workbench.precision import Accept
+from workbench.results import BatchDependence, Check, Comparison
 from workbench.runtimes.base import Runner
+
+class RunFailed(Exception):
+    """An engine failed while running an artifact on the evaluation set; the message says where and why."""
+
 
 REL_EPSILON = 1e-6  # relative error = |candidate - reference| / (|reference| + REL_EPSILON)
 Advance = Callable[[int], None]
@@ -23,7 +27,7 @@ Advance = Callable[[int], None]
 def logits(
     runner: Runner,
     samples: Sequence[Sample],
-    inputs: Sequence[InputLike],
+    feed: FeedSpec,
     *,
     batch_size: int,
     padded: bool = False,
@@ -37,7 +41,17 @@ def logits(
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     groups = padded_batches(samples, max_batch=batch_size) if padded else batches(samples, max_batch=batch_size)
     for batch in groups:
-        parts.append((batch.indices, runner.first_output(feeds(batch.tokens, batch.mask, inputs))))
+        feeds = feed.feeds(batch.tokens, batch.mask)
+        try:
+            parts.append((batch.indices, runner.first_output(feeds)))
+        except InputError:
+            raise  # the PyTorch model failing on the declared inputs: the recipe does not fit it
+        except Exception as exc:  # the engine's own error, kept as the row's failure
+            shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            raise RunFailed(
+                f"{runner.name} failed on inputs {shapes}: {type(exc).__name__}: {' '.join(lines[:3])[:600]}"
+            ) from None
         if advance:
             advance(len(batch.indices))
     out = np.empty((len(samples), parts[0][1].shape[1]), dtype=np.float32)
@@ -46,42 +60,15 @@ def logits(
     return out
 
 
-def alone(runner: Runner, samples: Sequence[Sample], inputs: Sequence[InputLike]) -> np.ndarray:
+def alone(runner: Runner, samples: Sequence[Sample], feed: FeedSpec) -> np.ndarray:
     """Logits of each sample run by itself (batch of one)."""
-    return logits(runner, samples, inputs, batch_size=1)
-
-
-@dataclass(frozen=True)
-class BatchDependence:
-    """How much a sample's int8 output moves with the other samples in its batch (dynamic quantization
-    scales activations per batch): each sample alone against the same sample inside its batch."""
-
-    samples: int
-    max_abs_diff: float
-    agreement: float
+    return logits(runner, samples, feed, batch_size=1)
 
 
 def batch_dependence(in_batch: np.ndarray, by_itself: np.ndarray) -> BatchDependence:
     diff = np.abs(in_batch.astype(np.float64) - by_itself.astype(np.float64))
     same = np.mean(in_batch.argmax(1) == by_itself.argmax(1))
-    return BatchDependence(len(in_batch), float(diff.max()), float(same))
-
-
-@dataclass(frozen=True)
-class Comparison:
-    samples: int
-    max_abs_error: float
-    mean_abs_error: float
-    max_rel_error: float
-    rtol: float
-    max_excess: float  # max(|diff| - rtol * |reference|): passes an absolute limit L when <= L
-    agreement: float  # share of samples whose top-1 class equals the reference's
-    accuracy: float
-    reference_accuracy: float
-
-    @property
-    def accuracy_drop(self) -> float:
-        return self.reference_accuracy - self.accuracy
+    return BatchDependence(samples=len(in_batch), max_abs_diff=float(diff.max()), agreement=float(same))
 
 
 def compare(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, *, rtol: float = 0.0) -> Comparison:
@@ -103,30 +90,7 @@ def compare(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, *,
     )
 
 
-@dataclass(frozen=True)
-class StageCheck:
-    comparison: Comparison
-    accept: Accept
-    failures: tuple[str, ...]  # each: the figure, the limit
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            **asdict(self.comparison),
-            "accuracy_drop": self.comparison.accuracy_drop,
-            "accept": self.accept.model_dump(),
-            "failures": list(self.failures),
-        }
-
-
-def judge(comparison: Comparison, accept: Accept) -> StageCheck:
+def judge(comparison: Comparison, accept: Accept) -> Check:
     """Every threshold that is set, checked; every miss collected (not just the first)."""
     failures = []
     if accept.max_abs_error is not None:
@@ -141,4 +105,4 @@ def judge(comparison: Comparison, accept: Accept) -> StageCheck:
         failures.append(
             f"accuracy drop {100 * comparison.accuracy_drop:.2f} points > limit {100 * accept.max_accuracy_drop:.2f}"
         )
-    return StageCheck(comparison, accept, tuple(failures))
+    return Check(comparison=comparison, accept=accept, failures=tuple(failures))

@@ -1,288 +1,275 @@
-"""metrics.json data -> report.md (the same figures, for people). Renders; measures nothing."""
+"""The run model -> report.md (the same figures as metrics.json, for people). Renders; measures nothing."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 from workbench.render import speed
-from workbench.render.markdown import table as _table
+from workbench.render.markdown import pct, sci, table
+from workbench.results import EngineCheck, Run, StageRecord
 from workbench.runtimes import REFERENCE
-from workbench.store.files import write_atomic
 
 
-def write(data: dict[str, Any], recipe_text: str, folder: Path) -> None:
-    text = json.dumps(data, indent=2) + "\n"
-    write_atomic(folder / "metrics.json", lambda tmp: tmp.write_text(text))
-    rendered = render(data, recipe_text)
-    write_atomic(folder / "report.md", lambda tmp: tmp.write_text(rendered))
-
-
-def _pct(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{100 * value:.{digits}f}%"
-
-
-def _sci(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2e}"
-
-
-def verdict_line(data: dict[str, Any]) -> str:
-    failed = [s for s in data["stages"] if s["verdict"] != "passed"]
-    if not failed and not data["skipped"]:
-        engines = ", ".join(r["engine"] for r in data["runtimes"])
-        return f"**PASSED**: all {len(data['stages'])} stages of `{data['recipe']}` are within their thresholds ({engines})."
-    reasons = "; ".join(f"{s['stage']}: {', '.join(s['failures'])}" for s in failed)
-    skipped = f" Not run: {', '.join(data['skipped'])}." if data["skipped"] else ""
+def headline(run: Run) -> str:
+    """The verdict in one sentence, naming per stage the engines that ran it."""
+    failed = [s for s in run.stages if not s.passed]
+    if not failed and not run.skipped:
+        ran = "; ".join(f"{s.stage} on {', '.join(c.engine for c in s.ran)}" for s in run.stages)
+        return f"**PASSED**: all {len(run.stages)} stages of `{run.recipe}` are within their thresholds ({ran})."
+    reasons = "; ".join(f"{s.stage}: {', '.join(s.failures)}" for s in failed)
+    skipped = f" Not run: {', '.join(run.skipped)} ({run.skip_reason})." if run.skipped else ""
     return f"**FAILED**: {reasons}.{skipped}"
 
 
-HEADER = [
-    "row",
-    "artifact",
-    "bytes",
-    "of fp32",
-    "ran as",
-    "max abs err",
-    "mean abs err",
-    "agreement",
-    "accuracy",
-    "verdict",
-]
+HEADER = ["row", "artifact", "bytes", "of export", "ran as", "max abs err", "mean abs err", "agreement", "accuracy",
+          "verdict", "rule"]
+LEGEND = (
+    "`of export`: size as a share of the exported fp32 file. `ran as`: the precision the engine reports it ran "
+    "(its runtime graph or the file's int8 ops). `max/mean abs err`: of the logits against PyTorch fp32 on the "
+    "same samples. `agreement`: share of samples whose top-1 class equals PyTorch fp32's. `rule`: the thresholds "
+    "that judged the row."
+)
 
 
-def summary_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The one table: PyTorch fp32 first, then a row per stage and engine (used by report.md and the terminal)."""
-    ref = data["reference"]
-    rows = [
-        [
-            REFERENCE,
-            ref["weights"],
-            f"{ref['bytes']:,}",
-            "-",
-            "fp32",
-            "0",
-            "0",
-            "100.00%",
-            _pct(ref["accuracy"]),
-            "reference",
-        ]
-    ]
-    for s in data["stages"]:
-        art = s["artifact"] or {}
-        size = [art.get("file", "-"), f"{art['bytes']:,}" if art else "-", _pct(art.get("share_of_fp32"), 1)]
-        if not s["engines"]:
-            rows.append([s["stage"], *size, "-", "-", "-", "-", "-", s["verdict"]])
-        for e in s["engines"]:
-            chk = e["check"] or {}
-            if e["not_applicable"]:
-                verdict = "not applicable"
-            else:
-                verdict = "passed" if e["passed"] else "FAILED"
-            verdict += " (cached)" if s["cached"] and e["cached"] else ""
+def verdict(check: EngineCheck, *, cached: bool) -> str:
+    word = "not applicable" if check.not_applicable else "passed" if check.passed else "FAILED"
+    return word + (" (cached)" if cached else "")
+
+
+def summary_rows(run: Run) -> list[list[str]]:
+    """The one table: PyTorch fp32 first, then a row per stage and engine, in stage order."""
+    ref = run.reference
+    rows = [[REFERENCE, ref.weights, f"{ref.bytes:,}", "-", "fp32", "0", "0", "100.00%", pct(ref.accuracy),
+             "reference", "-"]]
+    for s in run.stages:
+        art = s.artifact
+        size = [art.file, f"{art.bytes:,}", pct(s.share_of_export, 1)] if art else ["-", "-", "-"]
+        if not s.checks:
+            rows.append([s.stage, *size, "-", "-", "-", "-", "-", "FAILED", "-"])
+        for c in s.checks:
+            comparison = c.check.comparison if c.check else None
             rows.append(
                 [
-                    e["row"],
+                    c.row,
                     *size,
-                    e["precision"],
-                    _sci(chk.get("max_abs_error")),
-                    _sci(chk.get("mean_abs_error")),
-                    _pct(chk.get("agreement")),
-                    _pct(chk.get("accuracy")),
-                    verdict,
+                    c.precision,
+                    sci(comparison and comparison.max_abs_error),
+                    sci(comparison and comparison.mean_abs_error),
+                    pct(comparison and comparison.agreement),
+                    pct(comparison and comparison.accuracy),
+                    verdict(c, cached=s.cached and c.cached),
+                    f"{s.precision}: {c.check.rule}" if c.check else "-",
                 ]
             )
-    return HEADER, rows
+    return rows
 
 
-def render(data: dict[str, Any], recipe_text: str) -> str:
-    header, rows = summary_rows(data)
-    parts = [f"# {data['recipe']}: {data['verdict']}", "", verdict_line(data), "", _table(header, rows), ""]
-    inputs = ", ".join(f"`{i['name']}` ({i['feed']}, {i['dtype']}, [{', '.join(i['axes'])}])" for i in data["inputs"])
+def render(run: Run, charts: dict[str, str]) -> str:
+    parts = [f"# {run.recipe}: {run.verdict}", "", headline(run), ""]
+    parts += [table(HEADER, summary_rows(run)), "", LEGEND, ""]
+    inputs = ", ".join(f"`{i.name}` ({i.feed}, {i.dtype}, [{', '.join(i.axes)}])" for i in run.inputs)
     parts += [
-        f"Validation: {data['reference']['samples']} samples ({_data_line(data['data'])}); inputs {inputs}; "
-        "every artifact is compared with the PyTorch fp32 model on the same inputs, on every engine the recipe "
-        "names. `ran as` is what the engine reports it ran (its runtime graph or the file's int8 ops); an engine "
-        "that refuses an artifact gives a `not applicable` row that does not fail the run.",
+        f"Validation: {run.reference.samples} samples ({_data_line(run.data)}); inputs {inputs}; every artifact is "
+        "compared with the PyTorch fp32 model on the same inputs, on every engine the recipe names. An engine that "
+        "refuses an artifact gives a `not applicable` row that does not fail the run; a stage passes when at least "
+        "one engine ran it and every engine that ran it passed.",
         "",
     ]
-    parts += _not_applicable(data) + _padding(data) + _batch_dependence(data)
-    parts += speed.section(data)
+    parts += _engine_notes(run) + _not_applicable(run) + _padding(run) + _batch_dependence(run)
+    parts += speed.section(run, charts)
     before: dict[str, int] = {}
-    for s in data["stages"]:
+    for s in run.stages:
         parts += _stage_section(s, before)
-        before = (s["artifact"] or {}).get("op_counts", before)
-    parts += _notes(data) + _provenance(data, recipe_text)
+        before = s.artifact.op_counts if s.artifact else before
+    parts += _notes(run) + _provenance(run)
     return "\n".join(parts) + "\n"
 
 
-def _not_applicable(data: dict[str, Any]) -> list[str]:
-    rows = [[e["row"], e["not_applicable"]] for s in data["stages"] for e in s["engines"] if e["not_applicable"]]
-    return ["### Not applicable", "", _table(["row", "the engine's reason"], rows), ""] if rows else []
-
-
-def _padding(data: dict[str, Any]) -> list[str]:
-    ref = data["reference"]
-    if not ref.get("padding"):
-        return []
-    rows = [
-        [
-            REFERENCE,
-            _sci(ref["padding"]["max_abs_error"]),
-            _pct(ref["padding"]["agreement"]),
-            "passed" if ref["padding"]["passed"] else "FAILED",
+def _engine_notes(run: Run) -> list[str]:
+    """What an engine did with the artifacts, said once per engine: quantized files it ran without int8."""
+    notes = []
+    for engine in dict.fromkeys(c.engine for s in run.stages for c in s.checks):
+        plain = [
+            c.row for s in run.stages if s.precision.quantized for c in s.checks
+            if c.engine == engine and c.ran and not _int8_ran(c.precision)
         ]
-    ]
-    for s in data["stages"]:
-        for e in s["engines"]:
-            if e["padding"]:
-                p = e["padding"]
-                rows.append(
-                    [
-                        e["row"],
-                        _sci(p["max_abs_error"]),
-                        _pct(p["agreement"]),
-                        "passed" if p["passed"] else "FAILED: " + "; ".join(p["failures"]),
-                    ]
-                )
+        if plain:
+            notes.append(
+                f"- {engine} ran {', '.join(plain)} without int8 arithmetic: its runtime graph turned the int8 "
+                "ops back into float ones (the `ran as` column lists its layers and their precision)"
+            )
+    return ["Engine notes:", "", *notes, ""] if notes else []
+
+
+def _int8_ran(ran_as: str) -> bool:
+    words = ran_as.replace(":", " ").replace(";", " ").replace(",", " ").split()
+    return any(w in ("int8", "i8", "u8", "i4", "u4") for w in words)
+
+
+def _not_applicable(run: Run) -> list[str]:
+    rows = [[c.row, c.not_applicable or ""] for s in run.stages for c in s.checks if c.not_applicable]
+    rows += [[c.row, c.error or ""] for s in run.stages for c in s.checks if c.error]
+    if not rows:
+        return []
+    return ["### Not run or failed on an engine", "", table(["row", "the engine's own words"], rows), ""]
+
+
+def _padding(run: Run) -> list[str]:
+    ref = run.reference
+    if ref.padding is None:
+        return []
+    rows = [[REFERENCE, sci(ref.padding.comparison.max_abs_error), pct(ref.padding.comparison.agreement),
+             "passed" if ref.padding.passed else "FAILED", ref.padding.rule]]
+    for s in run.stages:
+        for c in s.checks:
+            if c.padding:
+                p = c.padding
+                outcome = "passed" if p.passed else "FAILED: " + "; ".join(p.failures)
+                rows.append([c.row, sci(p.comparison.max_abs_error), pct(p.comparison.agreement), outcome,
+                             f"{s.precision}: {p.rule}"])
     return [
         "### Padding",
         "",
         "The model takes an attention mask, so every runner also ran the evaluation set in mixed-length batches "
         "padded to their longest sample with the mask set (what a serving batcher sends); each sample's logits "
-        "are compared with its own unpadded run, under the stage's thresholds (fp32: "
-        "`|diff| <= 1e-5 + 1e-5 * |unpadded|`).",
+        "are compared with its own unpadded run, under its stage's rule (shown per row).",
         "",
-        _table(["row", "max abs diff, padded vs unpadded", "agreement", "verdict"], rows),
+        table(["row", "max abs diff, padded vs unpadded", "agreement", "verdict", "rule"], rows),
         "",
     ]
 
 
-def _batch_dependence(data: dict[str, Any]) -> list[str]:
+def _batch_dependence(run: Run) -> list[str]:
     rows = [
-        [
-            e["row"],
-            str(e["batch_dependence"]["samples"]),
-            _sci(e["batch_dependence"]["max_abs_diff"]),
-            _pct(e["batch_dependence"]["agreement"]),
-        ]
-        for s in data["stages"]
-        for e in s["engines"]
-        if e["batch_dependence"]
+        [c.row, str(c.batch_dependence.samples), sci(c.batch_dependence.max_abs_diff), pct(c.batch_dependence.agreement)]
+        for s in run.stages
+        for c in s.checks
+        if c.batch_dependence
     ]
     if not rows:
         return []
     return [
-        "### Batch dependence of int8",
+        "### Batch dependence of quantized artifacts",
         "",
-        "Dynamic int8 quantizes activations per batch, so a sample's output depends on the other samples in its "
-        "batch. Each sample below ran alone and inside its evaluation batch; the figures are the largest logit "
-        "difference between the two and the share of samples whose top-1 class is the same. Reported, not judged.",
+        "Dynamic quantization scales activations per batch, so a sample's output may depend on the other samples "
+        "in its batch. Each sample below ran alone and inside its evaluation batch; the figures are the largest "
+        "logit difference between the two and the share of samples whose top-1 class is the same. Reported, not "
+        "judged.",
         "",
-        _table(["row", "samples", "max abs diff, alone vs in batch", "top-1 agreement"], rows),
+        table(["row", "samples", "max abs diff, alone vs in batch", "top-1 agreement"], rows),
         "",
     ]
 
 
-def _data_line(spec: dict[str, Any]) -> str:
+def _data_line(spec: dict) -> str:
     if spec.get("jsonl"):
         return f"JSONL file `{spec['jsonl']}`"
-    syn = spec["synthetic"]
-    return f"synthetic held-out set, seed {syn['seed']}, lengths {syn['min_len']}-{syn['max_len']}"
+    syn = spec.get("synthetic") or {}
+    return f"synthetic held-out set, seed {syn.get('seed')}, lengths {syn.get('min_len')}-{syn.get('max_len')}"
 
 
-def _stage_section(s: dict[str, Any], before: dict[str, int]) -> list[str]:
-    parts = [f"## {s['stage']}", ""]
-    params = ", ".join(f"{k}={v}" for k, v in s["params"].items()) or "defaults"
+def _stage_section(s: StageRecord, before: dict[str, int]) -> list[str]:
+    parts = [f"## {s.stage}", ""]
+    params = ", ".join(f"{k}={v}" for k, v in s.params.items()) or "defaults"
     took = (
         "cached (taken from an earlier run with the same input, parameters and tool versions)"
-        if s["cached"]
-        else f"{s['seconds']:.2f} s"
+        if s.cached
+        else f"{s.seconds:.2f} s"
     )
-    parts += [f"- parameters: {params}", f"- time: {took}"]
-    if s["error"]:
-        return parts + [f"- **FAILED**: {s['error']}", ""]
-    if s.get("same_graph_as"):
+    parts += [f"- parameters: {params}", f"- precision: {s.precision}", f"- time: {took}"]
+    if s.error:
+        return parts + [f"- **FAILED**: {s.error}", ""]
+    if s.same_graph_as:
         parts.append(
-            f"- graph: the same nodes, weights and opsets as {s['same_graph_as']}'s (only metadata differs), so each "
+            f"- graph: the same nodes, weights and opsets as {s.same_graph_as}'s (only metadata differs), so each "
             "engine's outputs and timings are those of that stage, computed once"
         )
-    for e in s["engines"]:
-        if e["check"]:
-            chk = e["check"]
-            limits = ", ".join(f"{k} {v}" for k, v in chk["accept"].items() if v is not None) or "none"
+    for c in s.checks:
+        if c.check:
             parts.append(
-                f"- {e['row']}: ran as {e['precision']}; thresholds: {limits}; "
-                f"accuracy drop {100 * chk['accuracy_drop']:.2f} points"
+                f"- {c.row}: ran as {c.precision}; rule: {c.check.rule}; "
+                f"accuracy drop {100 * c.check.comparison.accuracy_drop:.2f} points"
             )
-            if chk["failures"]:
-                parts.append(f"- **FAILED** on {e['engine']}: {'; '.join(chk['failures'])}")
-    facts = s["facts"]
-    parts += [f"- {line}" for line in s["fact_lines"]]
-    for line in facts.get("warnings") or []:
-        parts.append(f"- the tool said: {line.splitlines()[0][:300]}")
-    after = s["artifact"]["op_counts"]
-    inputs = ", ".join(f"{name} {dims}" for name, dims in s["artifact"]["inputs"].items())
+            if c.check.failures:
+                parts.append(f"- **FAILED** on {c.engine}: {'; '.join(c.check.failures)}")
+    if s.facts is not None:
+        parts += [f"- {line}" for line in s.facts.lines()]
+        parts += [f"- the tool said: {line}" for line in s.facts.warnings]
+    parts += _layer_errors(s)
+    assert s.artifact is not None
+    inputs = ", ".join(f"{name} {list(dims)}" for name, dims in s.artifact.inputs.items())
     parts += [f"- inputs: {inputs}", ""]
-    ops = sorted(set(before) | set(after))
+    after = s.artifact.op_counts
     rows = [
-        [
-            op,
-            str(before.get(op, 0)) if before else "-",
-            str(after.get(op, 0)),
-            _change(before.get(op, 0), after.get(op, 0)) if before else "",
-        ]
-        for op in ops
+        [op, str(before.get(op, 0)) if before else "-", str(after.get(op, 0)),
+         _change(before.get(op, 0), after.get(op, 0)) if before else ""]
+        for op in sorted(set(before) | set(after))
     ]
-    parts += [_table(["op type", "before", "after", "change"], rows), ""]
-    return parts
+    return parts + [table(["op type", "before", "after", "change"], rows), ""]
+
+
+LAYER_LIMIT = 15  # rows of the per-layer table (the rest are in metrics.json)
+
+
+def _layer_errors(s: StageRecord) -> list[str]:
+    found = s.layer_errors
+    if found is None:
+        return []
+    if not found.layers:
+        return [f"- per-layer error: not measured: {found.method}"]
+    rows = [
+        [str(rank), f"`{row.node}`", row.op_type, row.quantized_as, row.module or "-", sci(row.max_abs_error),
+         f"{row.relative_error:.2e}", "-" if row.sqnr_db is None else f"{row.sqnr_db:.1f}", pct(row.top1_agreement)]
+        for rank, row in enumerate(found.layers[:LAYER_LIMIT], start=1)
+    ]
+    whole = found.whole
+    lines = [
+        "",
+        f"Per-layer error: {found.method}. `SQNR`: signal to quantization noise (higher is better); `top-1`: share "
+        "of samples whose class is unchanged.",
+        "",
+        table(["#", "node", "op", "became", "torch module", "max abs err", "relative", "SQNR dB", "top-1"], rows),
+    ]
+    if whole is not None:
+        sqnr = "-" if whole.sqnr_db is None else f"{whole.sqnr_db:.1f} dB"
+        lines.append(f"\nThe whole file on the same samples: max abs err {sci(whole.max_abs_error)}, relative "
+                     f"{whole.relative_error:.2e}, SQNR {sqnr}, top-1 {pct(whole.top1_agreement)}.")
+    if len(found.layers) > LAYER_LIMIT:
+        lines.append(f"\n{len(found.layers) - LAYER_LIMIT} more nodes in metrics.json.")
+    return lines + [""]
 
 
 def _change(old: int, new: int) -> str:
     return "" if old == new else f"{new - old:+d}"
 
 
-def _notes(data: dict[str, Any]) -> list[str]:
-    if not data.get("notes"):
+def _notes(run: Run) -> list[str]:
+    if not run.notes:
         return []
-    return (
-        [
-            "## Notes from the tools",
-            "",
-            "Warnings and log lines the tools printed during the run (kept here, off the terminal):",
-            "",
-        ]
-        + [f"- {line}" for line in data["notes"]]
-        + [""]
-    )
+    lead = "Warnings and log lines the tools printed during the run (kept here, off the terminal):"
+    return ["## Notes from the tools", "", lead, "", *[f"- {line}" for line in run.notes], ""]
 
 
-def _provenance(data: dict[str, Any], recipe_text: str) -> list[str]:
-    env = data["environment"]
-    ref = data["reference"]
-    rows = [[ref["weights"], f"`{ref['sha256']}`"]]
-    rows += [[s["artifact"]["file"], f"`{s['artifact']['sha256']}`"] for s in data["stages"] if s["artifact"]]
-    skip = {"cpu", "cores", "threads", "platform"}
-    versions = ", ".join(f"{k} {v}" for k, v in env.items() if k not in skip)
-    time = data.get("time") or {}
-    split = ""
-    if time:
-        rest = time["total"] - time["validation"] - time["benchmarks"]
-        split = (
-            f" (validation {time['validation']:.1f} s, benchmarks {time['benchmarks']:.1f} s, the rest {rest:.1f} s)"
-        )
+def _provenance(run: Run) -> list[str]:
+    env = run.environment
+    rows = [[run.reference.weights, f"`{run.reference.sha256}`"]]
+    rows += [[s.artifact.file, f"`{s.artifact.sha256}`"] for s in run.stages if s.artifact]
+    versions = ", ".join(f"{k} {v}" for k, v in env.versions.items())
+    t = run.time
+    rest = t.total - t.validation - t.benchmarks
+    took = f"the command took {t.total:.1f} s (validation {t.validation:.1f} s, benchmarks {t.benchmarks:.1f} s, the rest {rest:.1f} s)"
+    if t.reused_from:
+        took = f"the work was done by the run of {t.reused_from}: {took}; this rerun reused all of it"
     return [
         "## Provenance",
         "",
-        _table(["file", "sha256"], rows),
+        table(["file", "sha256"], rows),
         "",
         f"- versions: {versions}",
-        f"- machine: {env['cpu']}, {env['cores']} cores, {env['threads']} threads used, {env['platform']}",
-        f"- date: {data['started']}; the command took {data['seconds']:.1f} s{split}",
+        f"- machine: {env.cpu}, {env.cores} cores, {env.threads} threads used, {env.platform}",
+        f"- date: {run.started}; {took}",
         "",
         "Recipe:",
         "",
         "```yaml",
-        recipe_text.rstrip(),
+        run.recipe_text.rstrip(),
         "```",
     ]

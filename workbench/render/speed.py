@@ -1,143 +1,155 @@
-"""The report's speed section, rendered from the ``bench`` part of metrics.json (no measuring here)."""
+"""The report's speed section, rendered from the run model's ``Bench`` (no measuring here)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from workbench.render.markdown import table as _table
+from workbench.render.markdown import table
+from workbench.results import Bench, Case, Run, Tuning
 from workbench.runtimes import REFERENCE, TORCH_INT8
 
+LEGEND = (
+    "`b1 l256`: batch 1, sequence length 256. Latency columns: median (90th percentile) milliseconds per call; "
+    "the throughput column: samples per second (higher is better). `x PyTorch fp32`: PyTorch fp32's median over "
+    "the row's, at the same case (above 1: faster than PyTorch). `ran as`: the precision the engine ran."
+)
 
-def rows(bench: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """A row per contender: latency cases as median (p90) ms, the throughput case as samples/s, speed-ups."""
-    cases = bench["cases"]
-    by = {(t["contender"], t["case"]): t for t in bench["timings"]}
-    contenders = list(dict.fromkeys(t["contender"] for t in bench["timings"]))
+
+def _cell(bench: Bench, row: str, case: Case) -> str:
+    t = bench.timing(row, case)
+    if t is None:
+        return "-"
+    return f"{t.median_ms:.2f} ({t.p90_ms:.2f})" if case.batch == 1 else f"{t.samples_per_s:.0f}"
+
+
+def _ratio(bench: Bench, row: str, case: Case, baseline: str) -> str:
+    r = bench.speedup(row, case, baseline)
+    if r is None:
+        return "-"
+    interval = f" [{r.low:.2f}-{r.high:.2f}]" if r.low is not None and r.high is not None else ""
+    return f"{r.value:.2f}x{interval}"
+
+
+def rows(bench: Bench, baseline: str = REFERENCE) -> tuple[list[str], list[list[str]]]:
+    """A row per contender in stage order: latency cases, the throughput case, speed-ups, what ran."""
     header = ["row"]
-    for c in cases:
-        header.append(f"b{c['batch']} l{c['length']} " + ("ms median (p90)" if c["batch"] == 1 else "samples/s"))
-    header += [f"x {c['name']}" for c in cases]
-    int8 = bench.get("speedup_vs_pytorch_int8") or {}
-    headline = bench.get("headline_case")
-    if int8 and headline:
-        header.append(f"x {TORCH_INT8} {headline}")
+    for c in bench.cases:
+        header.append(f"{c} " + ("ms" if c.batch == 1 else "samples/s"))
+    named = "PyTorch fp32" if baseline == REFERENCE else baseline
+    header += [f"x {named} {c}" for c in bench.cases]
+    with_int8 = any(c.row == TORCH_INT8 for c in bench.contenders)
+    if with_int8:
+        header.append(f"x PyTorch int8 {bench.headline}")
     header.append("ran as")
-    table = []
-    for name in contenders:
-        row = [name]
-        for c in cases:
-            t = by[(name, c["name"])]
-            row.append(f"{t['median_ms']:.2f} ({t['p90_ms']:.2f})" if c["batch"] == 1 else f"{t['samples_per_s']:.0f}")
-        row += [f"{bench['speedup_vs_pytorch_fp32'][name][c['name']]:.2f}x" for c in cases]
-        if int8 and headline:
-            row.append(f"{int8[name][headline]:.2f}x" if headline in int8.get(name, {}) else "-")
-        row.append(bench["precisions"][name])
-        table.append(row)
-    return header, table
+    table_rows = []
+    for contender in bench.contenders:
+        row = [contender.row]
+        row += [_cell(bench, contender.row, c) for c in bench.cases]
+        row += [_ratio(bench, contender.row, c, baseline) for c in bench.cases]
+        if with_int8:
+            row.append(_ratio(bench, contender.row, bench.headline, TORCH_INT8))
+        row.append(contender.ran_as)
+        table_rows.append(row)
+    return header, table_rows
 
 
-def section(data: dict[str, Any]) -> list[str]:
-    bench = data.get("bench")
-    if not bench:
+def section(run: Run, charts: dict[str, str]) -> list[str]:
+    bench = run.bench
+    if bench is None:
         return ["## Speed", "", "Not measured in this run (`--no-bench` or `bench: {enabled: false}`).", ""]
-    header, table = rows(bench)
-    runs = sorted({t["runs"] for t in bench["timings"]})
-    unstable = sorted({f"{t['contender']} {t['case']}" for t in bench["timings"] if not t["stable"]})
+    header, table_rows = rows(bench)
+    runs = sorted({t.runs for t in bench.timings})
+    unstable = sorted({f"{t.contender} {t.case}" for t in bench.timings if not t.stable})
     when = (
-        f"Cached: measured {bench['measured_at']} on this machine with the same artifacts, engines, threads, "
-        "cases and budget (`--rebench` measures again). "
-        if bench.get("cached")
+        f"Cached: measured {bench.measured_at} on this machine with the same artifacts, engines, threads, cases "
+        "and budget (`--rebench` measures again). "
+        if bench.cached
         else ""
     )
     parts = [
         "## Speed",
         "",
-        when + f"Every contender ran with {bench['threads']} threads on the same seeded inputs, timed in alternating "
+        when + f"Every contender ran with {bench.threads} threads on the same seeded inputs, timed in alternating "
         f"blocks in this run ({runs[0]}-{runs[-1]} timed runs each after untimed warm-up calls, up to "
-        f"{bench['budget_seconds']:g} s per case). `x` is PyTorch fp32's median over the contender's.",
+        f"{bench.budget_seconds:g} s per case).",
         "",
-        _table(header, table),
+        table(header, table_rows),
+        "",
+        LEGEND,
         "",
     ]
-    for row, same in (bench.get("aliases") or {}).items():
-        parts.append(f"- {row}: the same graph as {same} on the same engine: timed once, shown on both rows")
-    for case in bench["cases"]:
-        timed = [t for t in bench["timings"] if t["case"] == case["name"]]
-        best = min(timed, key=lambda t: t["median_ms"])
-        parts.append(f"- fastest at {case['name']}: **{best['contender']}** ({best['median_ms']:.2f} ms median)")
+    for c in bench.contenders:
+        if c.same_as:
+            parts.append(f"- {c.row}: the same graph as {c.same_as} on the same engine: timed once, shown on both rows")
+    for case in bench.cases:
+        timed = [t for t in bench.timings if t.case == case]
+        best = min(timed, key=lambda t: t.median_ms)
+        figure = f"{best.median_ms:.2f} ms median" if case.batch == 1 else f"{best.samples_per_s:.0f} samples/s"
+        parts.append(f"- fastest at {case}: **{best.contender}** ({figure})")
     parts.append("")
     if unstable:
         parts += [f"Medians not yet stable within 2% when the budget ran out: {', '.join(unstable)}.", ""]
-    for title, name in (data.get("charts") or {}).items():
+    for title, name in charts.items():
         parts += [f"![{title}]({name})", ""]
-    parts += _tuning(bench.get("tuning")) + _profile(bench)
+    for tuning in bench.tunings:
+        parts += _tuning(bench, tuning)
+    parts += _profiles(bench)
     return parts
 
 
-def _tuning(tuning: dict[str, Any] | None) -> list[str]:
-    if not tuning:
-        return []
-    rows = []
-    for trial in tuning["trials"]:
-        o = trial["options"]
-        chosen = "chosen" if trial == tuning["best"] else ""
-        rows.append(
-            [
-                str(o["intra_op_num_threads"]),
-                o["graph_optimization_level"],
-                o["execution_mode"],
-                f"{trial['median_ms']:.3f}",
-                "yes" if trial["identical"] else "no",
-                chosen,
-            ]
-        )
+def _tuning(bench: Bench, tuning: Tuning) -> list[str]:
+    rows = [
+        [trial.label, f"{trial.median_ms:.3f}", "yes" if trial.identical else "no",
+         "chosen" if i == tuning.chosen else ("default" if i == 0 else "")]
+        for i, trial in enumerate(tuning.trials)
+    ]
+    table_figure = bench.timing(tuning.row, tuning.case)
+    differ = (
+        f" The speed table's figure for this row ({table_figure.median_ms:.3f} ms) was taken in the suite's own "
+        "turns beside the other contenders; these were timed against each other only, so the two differ by the "
+        "machine's drift between the two stretches."
+        if table_figure is not None
+        else ""
+    )
     return [
-        f"### Session tuning ({tuning['row']}, {tuning['case']})",
+        f"### Tuning ({tuning.row}, {tuning.case})",
         "",
-        f"Fastest configuration with outputs identical to the default: {tuning['gain']:.2f}x the default's "
-        f"speed; saved beside the artifact as `{tuning['stage']}.onnx.session.json` "
-        "(load it with `workbench.timing.tune.tuned_session(path)`).",
+        f"Fastest option set with outputs identical to the default: {tuning.gain:.2f}x the default's speed; saved "
+        f"beside the artifact as `{tuning.stage}.onnx.session.json` (load it with "
+        f"`workbench.runtimes.load_tuned(path)`).{differ}",
         "",
-        _table(["intra-op threads", "graph optimization", "execution mode", "median ms", "identical", ""], rows),
+        table(["options", "median ms", "identical outputs", ""], rows),
         "",
     ]
 
 
-def _profile(bench: dict[str, Any]) -> list[str]:
-    profile = bench.get("profile")
-    if not profile:
-        return []
-    case = profile["case"]
-    medians = {t["contender"]: t["median_ms"] for t in bench["timings"] if t["case"] == case}
-    length = int(case.split("_l")[1])
-    final = profile["row"]
-    shares = ", ".join(f"{op} {share:.1%}" for op, share in list(profile["op_share"].items())[:4])
-    lines = [
-        f"### Where the time goes ({final}, {case})",
-        "",
-        f"- onnxruntime's profiler: {shares} of node time.",
-        f"- per token: {final} {1000 * medians[profile['row']] / length:.1f} us, PyTorch fp32 "
-        f"{1000 * medians[REFERENCE] / length:.1f} us, "
-        f"PyTorch int8 {1000 * medians[TORCH_INT8] / length:.1f} us.",
-    ]
-    macs = profile.get("lstm_macs_per_token")
-    if macs:
-        lines[-1] = lines[-1][:-1] + (
-            " (an LSTM's steps run one after another, so batch 1 cannot use both cores fully)."
+def _profiles(bench: Bench) -> list[str]:
+    out: list[str] = []
+    for profile in bench.profiles:
+        case = profile.case
+        medians = {t.contender: t.median_ms for t in bench.timings if t.case == case}
+        shares = ", ".join(f"{op} {share:.1%}" for op, share in list(profile.op_share.items())[:4])
+        per_token = ", ".join(
+            f"{name} {1000 * medians[name] / case.length:.1f} us" for name in (profile.row, REFERENCE, TORCH_INT8)
+            if name in medians
         )
-    if macs:
-        rates = []
-        for case in bench["cases"]:
-            timed = {t["contender"]: t for t in bench["timings"] if t["case"] == case["name"]}
-            work = macs * case["batch"] * case["length"]
-            rates.append(
-                f"{case['name']}: "
-                + ", ".join(
-                    f"{name} {work / (timed[name]['median_ms'] / 1000) / 1e9:.0f}"
-                    for name in (REFERENCE, TORCH_INT8, final)
-                )
+        lines = [
+            f"### Where the time goes ({profile.row}, {case})",
+            "",
+            f"- the engine's profiler: {shares} of node time.",
+            f"- per token: {per_token}.",
+        ]
+        if profile.macs_per_token:
+            lines[-1] = lines[-1][:-1] + " (an LSTM's steps run one after another, so batch 1 cannot use all cores)."
+            rates = []
+            for c in bench.cases:
+                timed = {t.contender: t for t in bench.timings if t.case == c}
+                work = profile.macs_per_token * c.batch * c.length
+                rates.append(f"{c}: " + ", ".join(
+                    f"{name} {work / (timed[name].median_ms / 1000) / 1e9:.0f}"
+                    for name in (REFERENCE, TORCH_INT8, profile.row) if name in timed
+                ))
+            lines.append(
+                f"- LSTM arithmetic rate, GMAC/s ({profile.macs_per_token:,} multiply-adds per token and sample): "
+                + "; ".join(rates) + "."
             )
-        lines.append(
-            f"- LSTM arithmetic rate, GMAC/s ({macs:,} multiply-adds per token and sample): " + "; ".join(rates) + "."
-        )
-    return lines + [""]
+        out += lines + [""]
+    return out

@@ -1,14 +1,18 @@
-"""onnxruntime: providers and session options are parameters; tuned options saved beside a file load here too."""
+"""onnxruntime: providers and session options are parameters; its hooks tune session options and profile ops."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
 
+import json
+import tempfile
+from collections import defaultdict
+
 import numpy as np
 from pydantic import Field, field_validator
 
-from workbench.runtimes import EngineParams, engine
+from workbench.runtimes import EngineParams, Feeds, Tuner, engine
 from workbench.runtimes.base import NotApplicable, Runner
 
 class OnnxRuntimeParams(EngineParams):
@@ -64,7 +68,6 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, name: str, sess: Any, precision: str):
         self.name, self.session, self.precision = name, sess, precision
         self.input_names = tuple(value.name for value in sess.get_inputs())
-        self.input_types = {value.name: value.type for value in sess.get_inputs()}
         self.output_names = [value.name for value in sess.get_outputs()]
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -84,7 +87,53 @@ def load_file(path: Path, threads: int, options: dict[str, Any] | None = None, *
     return OnnxRuntimeRunner(name or f"onnxruntime:{path.stem}", sess, precision)
 
 
-@engine("onnxruntime", params=OnnxRuntimeParams, module="onnxruntime", install="pip install onnxruntime")
+def grid(threads: int) -> list[dict[str, Any]]:
+    """Session options to try: the default configuration first, then its variations."""
+    return [
+        {"intra_op_num_threads": t, "graph_optimization_level": level, "execution_mode": mode}
+        for t in dict.fromkeys((threads, 1))
+        for level in ("ORT_ENABLE_ALL", "ORT_ENABLE_BASIC")
+        for mode in ("ORT_SEQUENTIAL", "ORT_PARALLEL")
+    ]
+
+
+def load_with(path: Path, params: EngineParams, threads: int, options: dict[str, Any]) -> Runner:
+    """A runner with one option set of ``grid`` (its thread count wins over ``threads``)."""
+    assert isinstance(params, OnnxRuntimeParams)
+    merged = {**params.model_dump(), **options}
+    return load_file(path, merged.pop("intra_op_num_threads", threads), merged)
+
+
+def label(options: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{key.replace('_', ' ')} {str(value).replace('ORT_', '').lower()}" for key, value in options.items()
+    )
+
+
+def profile(path: Path, params: EngineParams, feeds: Feeds, threads: int, runs: int = 20) -> dict[str, float]:
+    """Share of node time per op type, from onnxruntime's own profiler."""
+    with tempfile.TemporaryDirectory() as folder:
+        options = {"enable_profiling": True, "profile_file_prefix": str(Path(folder) / "profile")}
+        sess = session(path, threads, options)
+        for _ in range(runs):
+            sess.run(None, feeds)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    totals: dict[str, float] = defaultdict(float)
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            totals[event["args"]["op_name"]] += event["dur"]
+    whole = sum(totals.values()) or 1.0
+    return {op: us / whole for op, us in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+@engine(
+    "onnxruntime",
+    params=OnnxRuntimeParams,
+    module="onnxruntime",
+    install="pip install onnxruntime",
+    tuner=Tuner(grid, load_with, label),
+    profiler=profile,
+)
 def load(path: Path, params: EngineParams, threads: int) -> Runner:
     assert isinstance(params, OnnxRuntimeParams)
     return load_file(path, threads, params.model_dump())

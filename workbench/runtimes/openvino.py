@@ -13,12 +13,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from workbench.runtimes import EngineParams, engine
+from workbench.runtimes import EngineParams, Feeds, Tuner, engine
 from workbench.runtimes.base import NotApplicable, Runner
 
 # the runtime layers that hold the arithmetic; their precisions are what "ran"
 COMPUTE_LAYERS = ("RNNSeq", "RNNCell", "FullyConnected", "MatMul", "Convolution", "ScaledDotProductAttention", "MHA")
-INT8 = {"i8", "u8", "i4", "u4"}
 
 
 class OpenVinoParams(EngineParams):
@@ -51,7 +50,7 @@ def runtime_precision(compiled: Any) -> str:
     if not seen:
         return "unknown (no compute layers in the runtime graph)"
     parts = [f"{p}: " + ", ".join(f"{layer} {n}" for layer, n in layers.items()) for p, layers in sorted(seen.items())]
-    return "; ".join(parts) + ("" if INT8 & set(seen) else " (no int8 arithmetic at run time)")
+    return "; ".join(parts)
 
 
 def refusal(text: str) -> str:
@@ -61,15 +60,57 @@ def refusal(text: str) -> str:
     return " ".join(lines)[:400] or text.strip()[:400]
 
 
-@engine("openvino", params=OpenVinoParams, module="openvino", install='pip install -e ".[openvino]"')
-def load(path: Path, params: EngineParams, threads: int) -> Runner:
+def _compile(path: Path, params: EngineParams, threads: int, options: dict[str, Any]) -> Any:
     assert isinstance(params, OpenVinoParams)
     import openvino as ov
 
     core = ov.Core()
-    config = {"INFERENCE_PRECISION_HINT": params.inference_precision, "INFERENCE_NUM_THREADS": threads}
+    config = {"INFERENCE_PRECISION_HINT": params.inference_precision, "INFERENCE_NUM_THREADS": threads, **options}
     try:
-        compiled = core.compile_model(core.read_model(str(path)), params.device, config)
+        return core.compile_model(core.read_model(str(path)), params.device, config)
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line reasons
         raise NotApplicable(f"OpenVINO refused this model: {refusal(str(exc))}") from None
+
+
+def load_with(path: Path, params: EngineParams, threads: int, options: dict[str, Any]) -> Runner:
+    """A runner compiled with one option set of ``grid`` (its thread count wins over ``threads``)."""
+    compiled = _compile(path, params, int(options.get("INFERENCE_NUM_THREADS", threads)), options)
     return OpenVinoRunner(f"openvino:{path.stem}", compiled, runtime_precision(compiled))
+
+
+def grid(threads: int) -> list[dict[str, Any]]:
+    """Performance hints and streams to try: the default configuration (what ``load`` compiles) first."""
+    return [{}] + [
+        {"PERFORMANCE_HINT": hint, "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": t}
+        for t in dict.fromkeys((threads, 1))
+        for hint, streams in (("LATENCY", 1), ("THROUGHPUT", 1))
+    ]
+
+
+def label(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k.lower().replace('_', ' ')} {v}" for k, v in options.items()) or "the plugin's defaults"
+
+
+def profile(path: Path, params: EngineParams, feeds: Feeds, threads: int, runs: int = 20) -> dict[str, float]:
+    """Share of node time per runtime layer type, from OpenVINO's performance counters."""
+    compiled = _compile(path, params, threads, {"PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    totals: dict[str, float] = defaultdict(float)
+    for _ in range(runs):
+        request.infer(feeds)
+        for info in request.profiling_info:
+            totals[info.node_type] += info.real_time.total_seconds()
+    whole = sum(totals.values()) or 1.0
+    return {op: t / whole for op, t in sorted(totals.items(), key=lambda kv: -kv[1]) if t > 0}
+
+
+@engine(
+    "openvino",
+    params=OpenVinoParams,
+    module="openvino",
+    install='pip install -e ".[openvino]"',
+    tuner=Tuner(grid, load_with, label),
+    profiler=profile,
+)
+def load(path: Path, params: EngineParams, threads: int) -> Runner:
+    return load_with(path, params, threads, {})

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import InputError
+from workbench.runtimes import TORCH
 from workbench.runtimes.base import Runner
 
 # module types torch.ao.quantization.quantize_dynamic has int8 kernels for
@@ -16,7 +17,7 @@ DYNAMIC_INT8_TYPES = ("Linear", "LSTM", "GRU", "LSTMCell", "GRUCell", "RNNCell")
 
 
 class TorchRunner(Runner):
-    engine = "pytorch"
+    engine = TORCH
 
     def __init__(self, name: str, module: Any, input_names: tuple[str, ...], output_name: str, precision: str):
         self.name, self.module, self.precision = name, module, precision

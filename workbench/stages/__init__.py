@@ -87,6 +87,9 @@ class Source:
 
 
 RunStage = Callable[[Source, Any, Path], Facts]
+# how the stage would quantize single nodes of its input: (params, source) -> a callable (fp32 file, destination,
+# node names) -> None; lets the per-layer error analysis quantize one node at a time the way the stage does
+Requantize = Callable[[Any, Source], Callable[[Path, Path, list[str]], None]]
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class StageSpec:
     precision: Precision  # picks the default acceptance thresholds and the extra checks
     takes: Literal["torch", "onnx"]
     calibrates: bool  # reads ``Source.calibration``: its cache key includes the data
+    requantize: Requantize | None = None  # a quantizing stage: how it quantizes chosen nodes
 
 
 REGISTRY: dict[str, StageSpec] = {}
@@ -111,13 +115,14 @@ def stage(
     precision: Precision = FP32,
     takes: Literal["torch", "onnx"] = "onnx",
     calibrates: bool = False,
+    requantize: Requantize | None = None,
 ) -> Callable[[RunStage], RunStage]:
     """Register the decorated function as the stage called ``name`` in recipes."""
 
     def register(run: RunStage) -> RunStage:
         if name in REGISTRY:
             raise RuntimeError(f"stage {name!r} is registered twice")
-        REGISTRY[name] = StageSpec(name, params, facts, run, precision, takes, calibrates)
+        REGISTRY[name] = StageSpec(name, params, facts, run, precision, takes, calibrates, requantize)
         return run
 
     return register

@@ -99,7 +99,14 @@ class QuantizeFacts(Facts):
         return out
 
 
-@stage("quantize_dynamic", params=QuantizeParams, facts=QuantizeFacts, precision=INT8)
+def _one_node(params: QuantizeParams, source: Source):
+    """Quantize chosen nodes the way this stage does (for the per-layer error analysis)."""
+    from workbench.decide.sensitivity import DynamicQuantizer
+
+    return DynamicQuantizer(params.weight_type, params.per_channel, params.reduce_range)
+
+
+@stage("quantize_dynamic", params=QuantizeParams, facts=QuantizeFacts, precision=INT8, requantize=_one_node)
 def quantize_dynamic(source: Source, params: QuantizeParams, dst: Path) -> QuantizeFacts:
     import onnx
     from onnxruntime.quantization import QuantType

@@ -153,7 +153,30 @@ def _said(into: list[str]) -> Iterator[None]:
         into.extend(dict.fromkeys(line.strip() for line in said if line.strip() and line.strip() not in into))
 
 
-@stage("quantize_static", params=QuantizeStaticParams, facts=QuantizeStaticFacts, precision=INT8, calibrates=True)
+def _one_node(params: QuantizeStaticParams, source: Source):
+    """Quantize chosen nodes the way this stage does (for the per-layer error analysis), calibrated alike."""
+    from workbench.decide.sensitivity import StaticQuantizer
+
+    if source.calibration is None:
+        raise StageError("quantize_static needs calibration data")
+    methods = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+    return StaticQuantizer(
+        tuple(source.calibration(params.calibration_samples)),
+        method=methods[params.calibrate_method],
+        per_channel=params.per_channel,
+        reduce_range=params.reduce_range,
+        quant_format="QDQ" if params.quant_format == "qdq" else "QOperator",
+    )
+
+
+@stage(
+    "quantize_static",
+    params=QuantizeStaticParams,
+    facts=QuantizeStaticFacts,
+    precision=INT8,
+    calibrates=True,
+    requantize=_one_node,
+)
 def quantize_static(source: Source, params: QuantizeStaticParams, dst: Path) -> QuantizeStaticFacts:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType

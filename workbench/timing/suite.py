@@ -1,227 +1,187 @@
 """The benchmarks of one ``workbench run``: every artifact on every engine beside PyTorch fp32 and int8.
 
-Every contender is a runner from the run's pool (the same objects validation used). All of them are
-timed together in one stretch, so every ratio compares figures taken side by side; the whole suite is
-cached as one entry (see ``timing.cache``) and measured again only when something it depends on changes.
+``plan`` turns the validated records into contenders (each row that ran, once per graph and engine);
+``measure`` times them all together in one stretch, so every ratio compares figures taken side by side,
+then the length chart, and each engine's tuning and profile of its final artifact where the engine has
+those hooks. ``cached`` keeps the whole suite as one cache entry keyed by everything its figures depend on.
+Nothing here names an engine or a precision.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from workbench import data
+from workbench import __version__, environment, ops
+from workbench.context import RunContext
+from workbench.precision import FP32, INT8, Precision
 from workbench.recipe import BenchSpec
-from workbench.runtimes import REFERENCE, TORCH_INT8, Runner
-from workbench.runtimes import onnxruntime as ort_engine
+from workbench.results import Bench, Case, Contender, Profile, StageRecord, Tuning
+from workbench.runtimes import ENGINES, REFERENCE, TORCH, TORCH_INT8, EngineParams, NotApplicable, Runner
+from workbench.store.files import key
 from workbench.timing import measure, tune
-from workbench.timing.measure import Case, Timing
 
 
 @dataclass(frozen=True)
-class Contender:
-    """One timed row: its runner, and what the report says about it."""
+class Planned:
+    """A contender before it is built: its row, what its figures depend on, and how to build its runner."""
 
-    runner: Runner
-    stage: str | None  # None for the PyTorch references
-    precision: str  # fp32 / int8: the stage's declared precision (PyTorch int8 counts as int8)
-    path: Path | None = None
-    same_as: str | None = None  # the row of an earlier stage with the same graph on the same engine: not timed again
-
-
-@dataclass(frozen=True)
-class Profile:
     row: str
-    case: str
-    op_share: dict[str, float]
-    lstm_macs_per_token: int | None
+    engine: str
+    stage: str | None
+    precision: Precision
+    identity: dict[str, Any]  # what its figures depend on (part of the suite's cache key)
+    build: Callable[[], Runner]
+    path: Path | None = None
+    params: EngineParams | None = None
+    same_as: str | None = None  # the row of an earlier stage with the same graph on the same engine
 
 
-@dataclass(frozen=True)
-class BenchResult:
-    threads: int
-    budget_seconds: float
-    cases: tuple[Case, ...]
-    headline: str  # batch 1 at the longest latency length: tuned, profiled, compared across runs
-    timings: tuple[Timing, ...]
-    by_length: tuple[Timing, ...]
-    precisions: dict[str, str]  # row -> what really ran
-    tuning: tune.Tuning | None
-    profile: Profile | None
-    measured_at: str
-    seconds: float  # what measuring took when it was measured
-    cached: bool = False
-    chart_rows: dict[str, str] = field(default_factory=dict)  # row -> label in the length chart
-    aliases: dict[str, str] = field(default_factory=dict)  # row -> the row whose timings it shares (same graph)
-
-    def speedups(self, baseline: str = REFERENCE) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = defaultdict(dict)
-        for (row, case), value in measure.speedups(self.timings, baseline).items():
-            out[row][case] = value
-        return dict(out)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "threads": self.threads,
-            "budget_seconds": self.budget_seconds,
-            "cases": [asdict(c) for c in self.cases],
-            "headline_case": self.headline,
-            "timings": [t.to_dict() for t in self.timings],
-            "speedup_vs_pytorch_fp32": self.speedups(REFERENCE),
-            "speedup_vs_pytorch_int8": self.speedups(TORCH_INT8),
-            "by_length": [t.to_dict() for t in self.by_length],
-            "chart_rows": self.chart_rows,
-            "aliases": self.aliases,
-            "precisions": self.precisions,
-            "tuning": self.tuning.to_dict() if self.tuning else None,
-            "profile": asdict(self.profile) if self.profile else None,
-            "measured_at": self.measured_at,
-            "measure_seconds": self.seconds,
-            "cached": self.cached,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], *, cached: bool) -> BenchResult:
-        timing = lambda t: Timing(**{k: v for k, v in t.items() if k != "samples_per_s"})  # noqa: E731
-        return cls(
-            d["threads"],
-            d["budget_seconds"],
-            tuple(Case(**c) for c in d["cases"]),
-            d["headline_case"],
-            tuple(timing(t) for t in d["timings"]),
-            tuple(timing(t) for t in d["by_length"]),
-            d["precisions"],
-            tune.Tuning.from_dict(d["tuning"]) if d["tuning"] else None,
-            Profile(**d["profile"]) if d["profile"] else None,
-            d["measured_at"],
-            d["measure_seconds"],
-            cached,
-            d["chart_rows"],
-            d["aliases"],
-        )
+def plan(records: Sequence[StageRecord], ctx: RunContext) -> list[Planned]:
+    """The PyTorch references, then each row that ran (a row sharing its graph with an earlier one is not timed
+    again: it takes that row's figures)."""
+    torch_version = ctx.versions["torch"]
+    out = [
+        Planned(REFERENCE, TORCH, None, FP32, {"row": REFERENCE, "model": ctx.model_key, "version": torch_version},
+                ctx.pool.reference),
+        Planned(TORCH_INT8, TORCH, None, INT8, {"row": TORCH_INT8, "model": ctx.model_key, "version": torch_version},
+                ctx.pool.torch_int8),
+    ]
+    runtimes = {r.name: r for r in ctx.recipe.runtimes}
+    for record in records:
+        for check in record.checks:
+            if record.artifact is None or record.artifact.path is None or not check.ran:
+                continue
+            runtime, path = runtimes[check.engine], record.artifact.path
+            identity = {
+                "row": check.row,
+                "sha256": record.artifact.sha256,
+                "version": ENGINES[runtime.name].version(),
+                "params": runtime.params.model_dump(mode="json"),
+            }
+            build = lambda rt=runtime, st=record.stage, p=path: ctx.pool.artifact(rt.name, rt.params, st, p)  # noqa: E731
+            out.append(
+                Planned(check.row, runtime.name, record.stage, record.precision, identity, build, path, runtime.params,
+                        check.same_graph_as)
+            )
+    return out
 
 
 def cases(spec: BenchSpec) -> list[Case]:
-    latency = [Case(f"b1_l{n}", 1, n) for n in spec.latency_lengths]
-    t = spec.throughput
-    return latency + [Case(f"b{t.batch}_l{t.length}", t.batch, t.length)]
+    latency = [Case(batch=1, length=n) for n in spec.latency_lengths]
+    return latency + [Case(batch=spec.throughput.batch, length=spec.throughput.length)]
 
 
-Note = Callable[[str], None]
+def suite_key(planned: Sequence[Planned], spec: BenchSpec, threads: int) -> str:
+    identities = [p.identity for p in planned]
+    return key("bench", __version__, identities, spec.model_dump(mode="json"), threads, environment.machine())
 
 
-def run(
-    contenders: Sequence[Contender],
-    spec: BenchSpec,
-    model_inputs: Sequence[data.InputLike],
-    *,
-    threads: int,
-    vocab_size: int,
-    note: Note | None = None,
-) -> BenchResult:
-    """Time every contender on every case; the length chart, tuning and profile for the final artifact."""
-    say = note or (lambda text: None)
+def cached(ctx: RunContext, planned: Sequence[Planned], *, force: bool) -> Bench:
+    """The stored suite for these contenders, or the suite measured now and stored."""
+    spec = ctx.recipe.settings.bench
+
+    def fill(scratch: Path, _: dict[str, Any]) -> None:
+        (scratch / "bench.json").write_text(measure_suite(planned, spec, ctx).model_dump_json())
+
+    folder, _, was_cached = ctx.cache.fetch(suite_key(planned, spec, ctx.threads), fill, force=force)
+    bench = Bench.model_validate_json((folder / "bench.json").read_text())
+    return bench.model_copy(update={"cached": was_cached})
+
+
+def measure_suite(planned: Sequence[Planned], spec: BenchSpec, ctx: RunContext) -> Bench:
+    """Time every contender on every case; the length chart; each engine's tuning and profile of its final artifact."""
+    say = lambda text: ctx.progress.note("benchmarks", text)  # noqa: E731
+    feed = ctx.recipe.model.feed
     started = time.perf_counter()
+    runners: dict[str, Runner] = {}
+    for p in planned:
+        if p.same_as is None:
+            try:
+                runners[p.row] = p.build()
+            except NotApplicable:
+                continue
+    timed = [p for p in planned if p.row in runners]
     timed_cases = cases(spec)
-    headline = Case(f"b1_l{max(spec.latency_lengths)}", 1, max(spec.latency_lengths))
-    timed = [c for c in contenders if c.same_as is None]
-    common = {"vocab_size": vocab_size, "budget_s": spec.budget_seconds}
-    timings = measure.run_cases(
-        [c.runner for c in timed],
-        timed_cases,
-        model_inputs,
-        on_block=lambda c, name: say(f"{c.name}: {name}"),
-        **common,
-    )
-    for alias in (c for c in contenders if c.same_as is not None):
-        timings += [replace(t, contender=alias.runner.name) for t in timings if t.contender == alias.same_as]
-    # the length chart: the references, the first fp32 artifact and the last int8 one (first engine's rows);
-    # lengths the latency cases already timed are not timed again
-    artifacts = [c for c in timed if c.stage is not None]
-    first_engine = [c for c in artifacts if c.runner.engine == artifacts[0].runner.engine] if artifacts else []
-    fp32 = next((c for c in first_engine if c.precision == "fp32"), None)
-    int8 = next((c for c in reversed(first_engine) if c.precision == "int8"), None)
-    chart = [c for c in contenders if c.stage is None] + [c for c in (fp32, int8) if c is not None]
-    chart_rows = {
-        c.runner.name: c.runner.name if c.stage is None else f"{c.runner.name} ({c.precision})" for c in chart
-    }
+    headline = Case(batch=1, length=max(spec.latency_lengths))
+    on_block = lambda c, name: say(f"{c}: {name}")  # noqa: E731
+    timings = measure.run_cases([runners[p.row] for p in timed], timed_cases, feed,
+                                budget_s=spec.budget_seconds, on_block=on_block)
+    for alias in (p for p in planned if p.same_as is not None and p.same_as in runners):
+        timings += [t.model_copy(update={"contender": alias.row}) for t in timings if t.contender == alias.same_as]
+    chart = _chart_rows(timed)
     by_length = measure.run_cases(
-        [c.runner for c in chart],
-        [Case(f"b1_l{n}", 1, n) for n in spec.chart_lengths if n not in spec.latency_lengths],
-        model_inputs,
-        on_block=lambda c, name: say(f"chart {c.name}: {name}"),
-        **common,
+        [runners[p.row] for p in chart],
+        [Case(batch=1, length=n) for n in spec.chart_lengths if n not in spec.latency_lengths],
+        feed,
+        budget_s=spec.budget_seconds,
+        on_block=lambda c, name: say(f"chart {c}: {name}"),
     )
-    by_length += [t for t in timings if t.batch == 1 and t.length in spec.chart_lengths and t.contender in chart_rows]
-    final = next((c for c in reversed(artifacts) if c.runner.engine == tune.ENGINE), None)  # tuned, profiled
-    tuning = profile = None
-    if final is not None and final.path is not None and final.stage is not None:
-        if spec.tune:
-            say(f"tuning session options of {final.runner.name}")
-            tuning = tune.tune(
-                final.path,
-                final.stage,
-                headline,
-                model_inputs,
-                threads=threads,
-                budget_s=spec.budget_seconds,
-                vocab_size=vocab_size,
-            )
-        say(f"profiling {final.runner.name}")
-        feeds = measure.inputs(headline, model_inputs, vocab_size=vocab_size)
-        first = next((c.path for c in artifacts if c.path is not None), final.path)
-        profile = Profile(
-            final.runner.name, headline.name, op_share(final.path, feeds, threads), lstm_macs_per_token(first)
+    chart_rows = {p.row: p.row if p.stage is None else f"{p.row} ({p.precision})" for p in chart}
+    by_length += [t for t in timings if t.case.batch == 1 and t.case.length in spec.chart_lengths and t.contender in chart_rows]
+    tunings, profiles = _tune_and_profile(timed, spec, ctx, headline, say)
+    contenders = tuple(
+        Contender(
+            row=p.row,
+            engine=p.engine,
+            stage=p.stage,
+            precision=p.precision,
+            ran_as=runners[p.same_as or p.row].precision,
+            same_as=p.same_as,
         )
-    return BenchResult(
-        threads,
-        spec.budget_seconds,
-        tuple(timed_cases),
-        headline.name,
-        tuple(timings),
-        tuple(by_length),
-        {c.runner.name: c.runner.precision for c in contenders},
-        tuning,
-        profile,
-        datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        time.perf_counter() - started,
+        for p in planned
+        if (p.same_as or p.row) in runners
+    )
+    return Bench(
+        threads=ctx.threads,
+        budget_seconds=spec.budget_seconds,
+        cases=tuple(timed_cases),
+        headline=headline,
+        contenders=contenders,
+        timings=tuple(timings),
+        by_length=tuple(by_length),
         chart_rows=chart_rows,
-        aliases={c.runner.name: c.same_as for c in contenders if c.same_as is not None},
+        tunings=tunings,
+        profiles=profiles,
+        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        measure_seconds=time.perf_counter() - started,
     )
 
 
-def op_share(path: Path, feeds: dict[str, Any], threads: int, runs: int = 20) -> dict[str, float]:
-    """Share of node time per op type, from onnxruntime's own profiler (what the time goes to)."""
-    with tempfile.TemporaryDirectory() as folder:
-        options = {"enable_profiling": True, "profile_file_prefix": str(Path(folder) / "profile")}
-        session = ort_engine.session(path, threads, options)
-        for _ in range(runs):
-            session.run(None, feeds)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    totals: dict[str, float] = defaultdict(float)
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            totals[event["args"]["op_name"]] += event["dur"]
-    whole = sum(totals.values()) or 1.0
-    return {op: us / whole for op, us in sorted(totals.items(), key=lambda kv: -kv[1])}
+def _chart_rows(timed: Sequence[Planned]) -> list[Planned]:
+    """The length chart: the references, the first engine's first unquantized artifact and its last quantized one."""
+    artifacts = [p for p in timed if p.stage is not None]
+    first_engine = [p for p in artifacts if p.engine == artifacts[0].engine] if artifacts else []
+    plain = next((p for p in first_engine if not p.precision.quantized), None)
+    quantized = next((p for p in reversed(first_engine) if p.precision.quantized), None)
+    return [p for p in timed if p.stage is None] + [p for p in (plain, quantized) if p is not None]
 
 
-def lstm_macs_per_token(path: Path) -> int | None:
-    """Multiply-accumulates one sample's LSTM layers do per token (4 gates x hidden x (input + hidden))."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
-    shapes = {init.name: list(init.dims) for init in graph.initializer}
-    total = 0
-    for node in graph.node:
-        if node.op_type == "LSTM" and node.input[1] in shapes and node.input[2] in shapes:
-            directions, gates, inputs = shapes[node.input[1]]
-            total += directions * gates * (inputs + shapes[node.input[2]][2])
-    return total or None
+def _tune_and_profile(
+    timed: Sequence[Planned], spec: BenchSpec, ctx: RunContext, headline: Case, say: Callable[[str], None]
+) -> tuple[tuple[Tuning, ...], tuple[Profile, ...]]:
+    """For each engine with the hooks: its final artifact tuned (``bench.tune``) and profiled at the headline case."""
+    tunings, profiles = [], []
+    feed = ctx.recipe.model.feed
+    finals = {p.engine: p for p in timed if p.stage is not None and p.path is not None}  # the last row per engine
+    first_file = next((p.path for p in timed if p.path is not None), None)
+    for engine_name, final in finals.items():
+        engine = ENGINES[engine_name]
+        assert final.path is not None and final.stage is not None and final.params is not None
+        if spec.tune and engine.tuner is not None:
+            say(f"tuning {final.row}")
+            tunings.append(
+                tune.tune(engine, final.params, final.path, final.stage, headline, feed,
+                          threads=ctx.threads, budget_s=spec.budget_seconds)
+            )
+        if engine.profiler is not None:
+            say(f"profiling {final.row}")
+            shares = engine.profiler(final.path, final.params, feed.random(headline.batch, headline.length), ctx.threads)
+            macs = ops.recurrent_macs_per_token(first_file) if first_file else None
+            profiles.append(Profile(row=final.row, engine=engine_name, case=headline, op_share=shares,
+                                    macs_per_token=macs))
+    return tuple(tunings), tuple(profiles)
