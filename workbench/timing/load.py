@@ -6,9 +6,10 @@ Two witnesses, because each misses what the other sees:
   subtracts this process's own CPU time (every thread of it): what is left is what other processes (and the
   hypervisor, as steal) took while we timed, in cores (0..cores). It sees a hog on one core that a
   single-threaded probe, scheduled onto the free core, would not.
-- ``ReferenceWorkload`` is a fixed, deterministic, single-threaded ~1 ms computation with the Runner shape,
-  interleaved with the contenders like any of them; its block medians drifting above its quiet figure show
-  load the way the contenders felt it, including load from outside this VM that ``/proc/stat`` cannot see.
+- ``ReferenceWorkload`` is a fixed, deterministic ~1 ms computation with the Runner shape, on as many threads
+  as the contenders, interleaved with them like any of them; its block medians drifting above its quiet
+  figure show load the way the contenders felt it, including what ``/proc/stat`` cannot show (another
+  machine's pressure on shared caches and memory, a CPU clocked down).
 
 ``verdict`` combines both into ``Quietness``. Thresholds were measured on this machine (2 cores), quiet
 and beside ``Hog`` (one busy process per core): see the constants below and ``benchmarks/busy.py``.
@@ -63,9 +64,6 @@ class LoadReport:
     load_after: float
     busy: bool
     reason: str
-
-    def __bool__(self) -> bool:
-        return not self.busy
 
 
 def _describe(other: float, steal: float, own: float, cores: int, before: float, after: float) -> str:
