@@ -1,4 +1,4 @@
-"""Command line: ``python -m workbench {run,bench,compare,train,schema} ...``; each command is a module of
+"""Command line: ``python -m workbench {run,bench,compare,sweep,train,schema} ...``; each command is a module of
 ``workbench.commands``.
 
 User errors print one line and exit 2 (1 for failed checks); anything else is a bug and keeps its traceback.
@@ -54,6 +54,21 @@ def _parser() -> argparse.ArgumentParser:
         "--format", choices=("table", "md", "csv", "json"), default="table",
         help="table (the terminal, default), md, csv or json (for scripts)",
     )
+
+    sweep = command("sweep", "run several recipes as tasks (in this process, or on Ray), then one table across them")
+    sweep.add_argument("recipes", type=Path, nargs="+", metavar="RECIPE", help="the recipe YAML files")
+    sweep.add_argument(
+        "--ray", metavar="auto|ADDRESS", default=None,
+        help="run the tasks on a Ray cluster: auto (the one on this machine) or its address (pip install -e '.[ray]')",
+    )
+    sweep.add_argument(
+        "--machines", metavar="TYPE,...", default=None,
+        help="validate and time each recipe on each CPU type, e.g. avx512_vnni,avx2 (Ray nodes advertising the type; "
+        "without --ray: this machine's type only)",
+    )
+    sweep.add_argument("--force", action="store_true", help="redo every stage, check and benchmark, ignoring the cache")
+    sweep.add_argument("--threads", type=int, default=None, help="threads for every engine (default: the recipe's)")
+    sweep.add_argument("--no-bench", action="store_true", help="validation only: each task takes one CPU, not a node")
 
     command("schema", "print the JSON Schema of metrics.json (the run model every report is rendered from)")
 
