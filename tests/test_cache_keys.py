@@ -14,7 +14,7 @@ from workbench.cli import main
 
 RECIPE = """\
 model: {class: tiny_models:BagMLP, weights: mlp.pt}
-data: {synthetic: {size: 24, seed: 4, min_len: 3, max_len: 12}, batch_size: 8}
+data: {synthetic: {size: 24, seed: 4, min_len: 3, max_len: 12}, batch_size: 8, min_samples: 10}
 bench: {budget_seconds: 0.01, latency_lengths: [4], throughput: {batch: 2, length: 4}, chart_lengths: [2, 4], tune: false}
 stages:
   - export: {opset: 17}

@@ -91,7 +91,7 @@ model:
   weights: tiny.pt
   kwargs: {vocab_size: 120, embed_dim: 8, hidden_dim: 8}
   vocab_size: 120
-data: {synthetic: {size: 40, seed: 1, min_len: 3, max_len: 12}, batch_size: 8}
+data: {synthetic: {size: 40, seed: 1, min_len: 3, max_len: 12}, batch_size: 8, min_samples: 8}
 runtimes: [ort-threads]
 bench: {budget_seconds: 0.05, latency_lengths: [4], throughput: {batch: 2, length: 4}, chart_lengths: [2, 4]}
 stages:

@@ -467,7 +467,7 @@ def test_untrusted_weights_get_one_line(project, capsys, case):
     path = project / "r.yaml"
     path.write_text(
         f"model: {{class: task:TextClassifier, weights: {weights.name}}}\n"
-        "data: {synthetic: {size: 8}}\nstages: [{export: {}}]\n"
+        "data: {synthetic: {size: 8}, min_samples: 8}\nstages: [{export: {}}]\n"
     )
     assert main(["run", str(path), "--quiet", "--no-bench"]) == 2
     err = capsys.readouterr().err
@@ -558,7 +558,7 @@ def test_full_disk_keeps_the_previous_report(project):
     path = project / "full.yaml"
     path.write_text(
         "reports: mnt/reports\nmodel: {class: task:TextClassifier, weights: model.pt}\n"
-        "data: {synthetic: {size: 20, seed: 3, max_len: 32}}\nstages: [{export: {}}]\n"
+        "data: {synthetic: {size: 20, seed: 3, max_len: 32}, min_samples: 20}\nstages: [{export: {}}]\n"
     )
     run = f"{sys.executable} -m workbench run {path} --quiet --no-bench"
     done = _in_mount(
@@ -580,7 +580,7 @@ def test_read_only_reports_folder(project):
     path = project / "ro.yaml"
     path.write_text(
         "reports: mnt/reports\nmodel: {class: task:TextClassifier, weights: model.pt}\n"
-        "data: {synthetic: {size: 20, seed: 3, max_len: 32}}\nstages: [{export: {}}]\n"
+        "data: {synthetic: {size: 20, seed: 3, max_len: 32}, min_samples: 20}\nstages: [{export: {}}]\n"
     )
     done = _in_mount(
         project,

@@ -24,7 +24,7 @@ from workbench.stages.quantize_dynamic import QuantizeParams, quantize_dynamic
 
 from reliability import record
 
-DATA = "data:\n  synthetic: {size: %d, seed: 5, min_len: 4, max_len: 40}\n  batch_size: 16\n"
+DATA = "data:\n  synthetic: {size: %d, seed: 5, min_len: 4, max_len: 40}\n  batch_size: 16\n  min_samples: 10\n"
 TEXT_MODEL = """\
 model:
   class: task:TextClassifier
@@ -230,7 +230,7 @@ def test_jsonl_evaluation_data(project):
     from workbench import data
 
     data.write_jsonl(data.synthetic(30, seed=9, max_len=30), project / "eval.jsonl")
-    path = _write(project, "jsonl", TEXT_MODEL + "data: {jsonl: eval.jsonl, batch_size: 8}\nstages:\n  - export: {}\n")
+    path = _write(project, "jsonl", TEXT_MODEL + "data: {jsonl: eval.jsonl, batch_size: 8, min_samples: 10}\nstages:\n  - export: {}\n")
     assert main(["run", str(path), "--quiet", "--no-bench"]) == 0
     metrics = _metrics(project, "jsonl")
     assert metrics["reference"]["samples"] == 30 and metrics["data"]["jsonl"] == "eval.jsonl"

@@ -66,7 +66,7 @@ def test_a_registered_engine_is_validated_and_timed_in_a_run(project, reference_
     path.write_text(
         "model:\n  class: task:TextClassifier\n  weights: tiny.pt\n  kwargs: {vocab_size: 120, embed_dim: 8, hidden_dim: 8}\n"
         "  vocab_size: 120\n"
-        "data: {synthetic: {size: 24, seed: 1, min_len: 3, max_len: 12}, batch_size: 8}\n"
+        "data: {synthetic: {size: 24, seed: 1, min_len: 3, max_len: 12}, batch_size: 8, min_samples: 24}\n"
         "runtimes: [onnxruntime, onnx-reference]\n"
         "bench: {budget_seconds: 0.02, latency_lengths: [4], throughput: {batch: 2, length: 4}, chart_lengths: [2, 4], "
         "tune: false}\n"
@@ -154,7 +154,7 @@ def test_a_recipe_that_does_not_fit_the_model_is_one_line(project, capsys, model
     path.write_text(
         "model:\n  class: task:TextClassifier\n  weights: model.pt\n"
         + model_section
-        + "data: {synthetic: {size: 8, seed: 1, max_len: 16}}\nstages: [{export: {}}]\n"
+        + "data: {synthetic: {size: 8, seed: 1, max_len: 16}, min_samples: 8}\nstages: [{export: {}}]\n"
     )
     assert main(["run", str(path), "--quiet", "--no-bench"]) == 2
     err = capsys.readouterr().err
@@ -169,7 +169,7 @@ def test_a_forward_that_returns_a_tuple_is_one_line(project, capsys):
     path = project / "tupled.yaml"
     path.write_text(
         "model: {class: tuple_model:Tupled, weights: model.pt}\n"
-        "data: {synthetic: {size: 8, seed: 1, max_len: 16}}\nstages: [{export: {}}]\n"
+        "data: {synthetic: {size: 8, seed: 1, max_len: 16}, min_samples: 8}\nstages: [{export: {}}]\n"
     )
     assert main(["run", str(path), "--quiet", "--no-bench"]) == 2
     err = capsys.readouterr().err

@@ -138,7 +138,7 @@ def _recipe(project: Path, name: str, stages: str, extra: str = "") -> Path:
     path = project / f"{name}.yaml"
     path.write_text(
         "model: {class: task:TextClassifier, weights: model.pt}\n"
-        "data: {synthetic: {size: 40, seed: 2, min_len: 4, max_len: 24}}\n" + TINY_BENCH + extra + stages
+        "data: {synthetic: {size: 40, seed: 2, min_len: 4, max_len: 24}, min_samples: 40}\n" + TINY_BENCH + extra + stages
     )
     return path
 

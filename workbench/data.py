@@ -68,6 +68,11 @@ def synthetic(
 
 def load_jsonl(path: str | Path, *, vocab_size: int | None = None) -> list[Sample]:
     """Read ``{"tokens": [...], "label": k}`` lines; a bad row is an InputError naming its line."""
+    return load_jsonl_lines(path, vocab_size=vocab_size)[0]
+
+
+def load_jsonl_lines(path: str | Path, *, vocab_size: int | None = None) -> tuple[list[Sample], list[int]]:
+    """The samples of a token-id JSONL file and the line each came from (counting from 1)."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -75,13 +80,14 @@ def load_jsonl(path: str | Path, *, vocab_size: int | None = None) -> list[Sampl
         raise InputError(f"{path}: data file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read as UTF-8 text: {exc}") from None
-    samples = []
+    samples, numbers = [], []
     for number, line in enumerate(lines, start=1):
         if line.strip():
             samples.append(_parse_row(line, f"{path}:{number}", vocab_size))
+            numbers.append(number)
     if not samples:
         raise InputError(f"{path}: no samples (expected one JSON object per line)")
-    return samples
+    return samples, numbers
 
 
 def _parse_row(line: str, where: str, vocab_size: int | None) -> Sample:

@@ -1,30 +1,106 @@
-"""The evaluation set of a recipe and how it is fed: the same samples and feeds for the reference and every runner."""
+"""The evaluation set of a recipe and how it is fed: the same samples and feeds for the reference and every runner.
+
+Sources: the synthetic set, a JSONL file of token ids, or labelled text (CSV or JSONL) tokenized by the model's
+tokenizer. A set that cannot support a verdict is refused here (too few samples, labels outside the classes);
+``Evaluation.facts`` says how coarse it is, for the report.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
-from workbench import data, validate
+from workbench import data, textdata, validate
 from workbench.errors import InputError
 from workbench.feeds import FeedSpec
-from workbench.recipe import Recipe
+from workbench.model import model_spec
+from workbench.recipe import ModelSpec, Recipe
 from workbench.runtimes import Runner
 from workbench.store.files import file_sha256, key
+from workbench.textdata import DataFacts, TextSummary
+
+DEFAULT_MAX_LENGTH = 512  # text data for a model that states no longest input
 
 
-def evaluation_set(recipe: Recipe) -> list[data.Sample]:
-    spec = recipe.settings.data
-    vocab = recipe.model.vocab_size
-    if spec.jsonl is not None:
-        return data.load_jsonl(recipe.resolve(spec.jsonl), vocab_size=vocab)
-    syn = spec.synthetic
-    return data.synthetic(
-        syn.size, seed=syn.seed, split="held_out", min_len=syn.min_len, max_len=syn.max_len, vocab_size=vocab
+@dataclass(frozen=True)
+class Loaded:
+    """Samples as read, where each came from (``file:line``; empty for the synthetic set), the text summary."""
+
+    samples: list[data.Sample]
+    origins: tuple[str, ...]
+    text: TextSummary | None = None
+
+
+def _tokenizer(recipe: Recipe, spec: ModelSpec) -> object:
+    """The model's tokenizer: the folder's, or the recipe's tokenizer.json."""
+    if spec.huggingface is not None:
+        from workbench import huggingface
+
+        return huggingface.load_tokenizer(recipe.resolve(spec.huggingface))
+    if spec.tokenizer is None:
+        raise InputError(f"{recipe.path}: data.text: text needs a tokenizer: set model.tokenizer to a tokenizer.json")
+    return textdata.load_tokenizer(recipe.resolve(spec.tokenizer))
+
+
+def class_names(recipe: Recipe, spec: ModelSpec) -> tuple[str, ...]:
+    """The model's class names: config.id2label of a folder, else the recipe's model.classes (else none)."""
+    if spec.huggingface is not None:
+        from workbench import huggingface
+
+        return huggingface.inspect(recipe.resolve(spec.huggingface)).class_names
+    return spec.classes or ()
+
+
+def max_length(recipe: Recipe, spec: ModelSpec) -> int:
+    """The recipe's data.max_length, else the folder's max_position_embeddings, else DEFAULT_MAX_LENGTH."""
+    if recipe.settings.data.max_length is not None:
+        return recipe.settings.data.max_length
+    if spec.huggingface is not None:
+        from workbench import huggingface
+
+        return huggingface.inspect(recipe.resolve(spec.huggingface)).max_positions or DEFAULT_MAX_LENGTH
+    return DEFAULT_MAX_LENGTH
+
+
+def load_file(recipe: Recipe, path: Path) -> Loaded:
+    """A data file in the recipe's format: labelled text when ``data.text`` is set, else token-id JSONL."""
+    spec, settings = model_spec(recipe), recipe.settings.data
+    if settings.text is None:
+        samples, lines = data.load_jsonl_lines(path, vocab_size=spec.vocab_size)
+        names = class_names(recipe, spec)
+        for sample, line in zip(samples, lines, strict=True):
+            if names and sample.label >= len(names):
+                textdata.label_index(sample.label, names, f"{path}:{line}")  # raises, naming the allowed labels
+        return Loaded(samples, tuple(f"{path}:{n}" for n in lines))
+    names = class_names(recipe, spec)
+    if not names:
+        raise InputError(
+            f"{recipe.path}: data.text: labelled text needs the model's class names: set model.classes, e.g. "
+            "[negative, positive] (labels may then be names or indices)"
+        )
+    samples, summary = textdata.load_text(
+        path, text=settings.text, label=settings.label, tokenizer=_tokenizer(recipe, spec),
+        max_length=max_length(recipe, spec), label_names=names, fmt="csv" if settings.csv else "jsonl",
+        vocab_size=spec.vocab_size,
     )
+    return Loaded(samples, tuple(f"{path}:{line}" for line in summary.lines), summary)
+
+
+def evaluation_set(recipe: Recipe) -> Loaded:
+    settings = recipe.settings.data
+    if settings.file is not None:
+        return load_file(recipe, recipe.resolve(settings.file))
+    syn = settings.synthetic
+    assert syn is not None
+    samples = data.synthetic(
+        syn.size, seed=syn.seed, split="held_out", min_len=syn.min_len, max_len=syn.max_len,
+        vocab_size=model_spec(recipe).vocab_size,
+    )
+    return Loaded(samples, ())
 
 
 @dataclass(frozen=True)
@@ -39,12 +115,29 @@ class Evaluation:
     padding: bool  # the model takes an attention mask: padded batches are checked too
     calibration: Callable[[int], list[data.Sample]]  # n -> samples disjoint from the evaluation set
     calibration_key: str  # what decides the calibration samples
+    facts: DataFacts | None = None  # size, classes, truncation, resolution: what the report says of the set
+    origins: tuple[str, ...] = ()  # file:line of each sample (empty for the synthetic set)
 
     def outputs(self, runner: Runner, advance: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
         """``logits`` of the runner in equal-length batches and, for a model with a mask, ``padded``: the same
-        samples in mixed-length padded batches."""
+        samples in mixed-length padded batches. A label the logits have no class for is an InputError."""
         run = partial(validate.logits, runner, self.samples, self.feed, batch_size=self.batch_size)
-        return {"logits": run(advance=advance), **({"padded": run(padded=True)} if self.padding else {})}
+        logits = run(advance=advance)
+        self.check_labels(logits.shape[-1])
+        return {"logits": logits, **({"padded": run(padded=True)} if self.padding else {})}
+
+    def check_labels(self, classes: int) -> None:
+        """Refuse a label the model has no class for: one line naming where it is and the allowed labels."""
+        bad = np.flatnonzero(self.labels >= classes)
+        if bad.size:
+            first = int(bad[0])
+            where = self.origins[first] if self.origins else f"sample {first}"
+            names = self.facts.class_names if self.facts and self.facts.class_names else ()
+            allowed = textdata.allowed_labels(names) if names else f"0..{classes - 1} (the model has {classes} outputs)"
+            raise InputError(
+                f"{where}: label {int(self.labels[first])} is not one of the model's classes "
+                f"({bad.size} such labels); allowed: {allowed}"
+            )
 
     def calibration_batches(self, n: int) -> Iterator[data.Batch]:
         """Batches of ``n`` calibration samples: padded with the mask set for a model that takes one, else of
@@ -54,19 +147,19 @@ class Evaluation:
 
 
 def calibration_set(recipe: Recipe) -> tuple[Callable[[int], list[data.Sample]], str]:
-    """``n`` -> calibration samples, and a key naming them: the recipe's calibration file, else the synthetic
-    set's own calibration stream (never the held-out samples)."""
+    """``n`` -> calibration samples, and a key naming them: the recipe's calibration file (in the evaluation set's
+    format), else the synthetic set's own calibration stream (never the held-out samples)."""
     spec = recipe.settings.data
-    vocab = recipe.model.vocab_size
+    vocab = model_spec(recipe).vocab_size
     if spec.calibration is not None:
         path = recipe.resolve(spec.calibration)
-        return (lambda n: data.load_jsonl(path, vocab_size=vocab)[:n]), key("file", file_sha256(path))
+        return (lambda n: load_file(recipe, path).samples[:n]), key("file", file_sha256(path), _reading(recipe))
     syn = spec.synthetic
     if syn is None:
         where = f"{recipe.path}: data.calibration"
 
         def missing(n: int) -> list[data.Sample]:
-            raise InputError(f"{where}: a stage calibrates; give a JSONL file of samples apart from the evaluation set")
+            raise InputError(f"{where}: a stage calibrates; give a file of samples apart from the evaluation set")
 
         return missing, "none"
     draw = lambda n: data.synthetic(  # noqa: E731
@@ -75,24 +168,76 @@ def calibration_set(recipe: Recipe) -> tuple[Callable[[int], list[data.Sample]],
     return draw, key("synthetic", syn.model_dump(), vocab)
 
 
+def _reading(recipe: Recipe) -> str | None:
+    """What turns a text file into ids: the tokenizer's files and the length limit (None for token ids)."""
+    spec = model_spec(recipe)
+    if recipe.settings.data.text is None:
+        return None
+    if spec.huggingface is not None:
+        from workbench import huggingface
+
+        return key(huggingface.inspect(recipe.resolve(spec.huggingface)).key, max_length(recipe, spec))
+    return key(file_sha256(recipe.resolve(spec.tokenizer)) if spec.tokenizer else None, max_length(recipe, spec))
+
+
+def facts_of(recipe: Recipe, loaded: Loaded) -> DataFacts:
+    """What the report says of the set; refuses a set below data.min_samples."""
+    settings = recipe.settings.data
+    n = len(loaded.samples)
+    where = f"{recipe.path}: data ({settings.file or 'synthetic'})"
+    textdata.require_samples(n, floor=settings.min_samples, where=where)
+    names = class_names(recipe, model_spec(recipe))
+    coarse = tuple(
+        f"{stage.name}: {warning}"
+        for stage in recipe.stages
+        for warning in textdata.coarse_thresholds(
+            n, min_agreement=stage.accept.min_agreement, max_accuracy_drop=stage.accept.max_accuracy_drop
+        )
+    )
+    text = loaded.text
+    labels = [s.label for s in loaded.samples]
+    return DataFacts(
+        samples=n,
+        min_samples=settings.min_samples,
+        resolution=textdata.resolution(n).step,
+        class_names=names,
+        label_counts=tuple(labels.count(k) for k in range(len(names))),
+        tokenizer=_tokenizer_name(recipe) if text else None,
+        max_length=text.max_length if text else None,
+        truncated=text.truncated if text else 0,
+        longest=text.longest if text else None,
+        coarse=coarse,
+    )
+
+
+def _tokenizer_name(recipe: Recipe) -> str:
+    spec = model_spec(recipe)
+    return f"the tokenizer of `{spec.huggingface}`" if spec.huggingface else f"`{spec.tokenizer}`"
+
+
 def evaluation_of(recipe: Recipe) -> Evaluation:
-    samples = evaluation_set(recipe)
+    loaded = evaluation_set(recipe)
+    facts = facts_of(recipe, loaded)
     spec = recipe.settings.data
-    jsonl = recipe.resolve(spec.jsonl) if spec.jsonl else None
+    model = model_spec(recipe)
+    file = recipe.resolve(spec.file) if spec.file else None
     calibration, calibration_key = calibration_set(recipe)
     return Evaluation(
-        samples,
-        np.array([s.label for s in samples]),
-        recipe.model.feed,
+        loaded.samples,
+        np.array([s.label for s in loaded.samples]),
+        model.feed,
         spec.batch_size,
         # what decides the samples and how they are fed (the synthetic set draws its noise from the vocabulary)
         key(
-            spec.model_dump(),
-            file_sha256(jsonl) if jsonl else None,
-            recipe.model.vocab_size,
-            [i.model_dump() for i in recipe.model.inputs],
+            spec.model_dump(exclude={"min_samples"}),
+            file_sha256(file) if file else None,
+            model.vocab_size,
+            [i.model_dump() for i in model.inputs],
+            _reading(recipe),
         ),
-        recipe.model.feed.has_mask,
+        model.feed.has_mask,
         calibration,
         calibration_key,
+        facts,
+        loaded.origins,
     )

@@ -37,6 +37,8 @@ INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")  # the wrapper's
 FEEDS = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "zeros"}  # what FeedSpec.feeds puts in each
 HIDDEN_KEYS = ("hidden_size", "dim", "d_model", "n_embd")  # config.json spellings across model types
 HEADS_KEYS = ("num_attention_heads", "n_heads", "num_heads", "n_head")
+# ONNX metadata keys the export carries for a folder's model (what Optimum reads from config.json)
+META_MODEL_TYPE, META_HEADS, META_HIDDEN, META_CLASSES = "model_type", "num_heads", "hidden_size", "class_names"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,23 @@ class HFFolder:
     num_attention_heads: int | None
     max_positions: int | None  # config.max_position_embeddings: the longest input the model accepts
     files: dict[str, str]  # file name -> sha256: config.json, *.safetensors, tokenizer files
+
+    @property
+    def weights_file(self) -> str:
+        """The weights file a report names: model.safetensors, or the first shard's index."""
+        names = [name for name in self.files if name.endswith((".safetensors", ".safetensors.index.json"))]
+        return "model.safetensors" if "model.safetensors" in names else sorted(names)[0]
+
+    @property
+    def optimizer_metadata(self) -> dict[str, str]:
+        """What onnxruntime's transformer optimizer needs to fuse attention, as ONNX metadata (empty when unknown)."""
+        if not (self.model_type and self.num_attention_heads and self.hidden_size):
+            return {}
+        return {
+            META_MODEL_TYPE: self.model_type,
+            META_HEADS: str(self.num_attention_heads),
+            META_HIDDEN: str(self.hidden_size),
+        }
 
     @property
     def key(self) -> str:
@@ -72,8 +91,7 @@ class HFModel:
     @property
     def inputs(self) -> tuple[InputSpec, ...]:
         """The wrapper's inputs as the workbench feeds them: batch first, int64, padding mask, zero segment ids."""
-        axes = ("batch", "sequence")
-        return tuple(InputSpec(name=n, feed=FEEDS[n], dtype="int64", axes=axes) for n in self.input_names)
+        return _specs(self.input_names)
 
     @property
     def feed_spec(self) -> FeedSpec:
@@ -252,6 +270,40 @@ def _load_module(transformers: Any, folder: Path) -> torch.nn.Module:
             "transformers would start them at random (a base model, or one saved for another number of classes?)"
         )
     return module.float().eval()  # the fp32 reference, whatever dtype the folder was saved in
+
+
+def tokenizer_inputs(folder: str | Path) -> tuple[InputSpec, ...]:
+    """The inputs the folder's tokenizer gives for one text, as the workbench feeds them (loads the tokenizer)."""
+    info = inspect(folder)
+    return _tokenizer_inputs(info.folder, info.key)
+
+
+@cache
+def _tokenizer_inputs(folder: Path, files_key: str) -> tuple[InputSpec, ...]:
+    tokenizer = _load_tokenizer(_transformers(), folder, inspect(folder).vocab_size)
+    return _specs(_input_names(tokenizer, folder))
+
+
+def _specs(names: tuple[str, ...]) -> tuple[InputSpec, ...]:
+    """Batch-first int64 inputs: token ids, the padding mask, zero segment ids."""
+    return tuple(InputSpec(name=n, feed=FEEDS[n], dtype="int64", axes=("batch", "sequence")) for n in names)
+
+
+def load_tokenizer(folder: str | Path) -> Any:
+    """The folder's tokenizer (transformers, offline)."""
+    info = inspect(folder)
+    return _load_tokenizer(_transformers(), info.folder, info.vocab_size)
+
+
+def transformer_sizes(onnx_path: str | Path) -> tuple[str, int, int] | None:
+    """(model_type, num_heads, hidden_size) from an ONNX file's metadata, as the export of a folder wrote them;
+    None when the file does not carry them (for ``ort_optimize`` when the recipe leaves the sizes at 0)."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    if not all(props.get(k) for k in (META_MODEL_TYPE, META_HEADS, META_HIDDEN)):
+        return None
+    return props[META_MODEL_TYPE], int(props[META_HEADS]), int(props[META_HIDDEN])
 
 
 def load(folder: str | Path) -> HFModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pickle
 import sys
 import zipfile
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench import __version__
+from workbench import __version__, huggingface
 from workbench.errors import InputError
 from workbench.stages import TorchSource
 from workbench.store.files import file_sha256, key
@@ -18,7 +19,7 @@ from workbench.store.files import file_sha256, key
 if TYPE_CHECKING:
     import torch
 
-    from workbench.recipe import Recipe
+    from workbench.recipe import ModelSpec, Recipe
 
 
 @contextmanager
@@ -174,40 +175,96 @@ def build(cls: type, kwargs: dict[str, Any], state: dict[str, torch.Tensor], *, 
     return model.eval()
 
 
+def model_spec(recipe: Recipe) -> ModelSpec:
+    """The recipe's model with a Hugging Face folder's vocabulary, weights file and tokenizer inputs filled in."""
+    return recipe.model.resolved(recipe.root)
+
+
 def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
     """The module ready for export (built on first use), and a key naming exactly what it is built from."""
-    from importlib.metadata import version
-
-    spec = recipe.model
+    spec = model_spec(recipe)
+    if spec.huggingface is not None:
+        return _folder_source(recipe, spec)
     weights = recipe.resolve(spec.weights)
     if not weights.is_file():
         raise InputError(f"{weights}: weights file not found")
+    assert spec.class_ is not None
     code_file = module_file(spec.class_, search_path=recipe.root)
     weights_sha = file_sha256(weights)
     code_sha = file_sha256(code_file) if code_file else "unknown"
+    class_ = spec.class_
 
     def build_module() -> Any:
-        cls = import_class(spec.class_, search_path=recipe.root)
+        cls = import_class(class_, search_path=recipe.root)
         return build(cls, dict(spec.kwargs), load_state_dict(weights), source=weights)
 
-    axes = {i.name: {n: axis for n, axis in enumerate(i.axes)} for i in spec.inputs}
-    axes[spec.output] = {0: "batch"}
+    metadata = {"model_class": class_, "weights_sha256": weights_sha, **_common_metadata(spec)}
+    if spec.classes:
+        metadata[huggingface.META_CLASSES] = json.dumps(list(spec.classes))
+    source = _source(recipe, spec, build_module, metadata, max_length=None)
+    model_dump = spec.model_dump(exclude={"weights"})
+    return source, key(class_, code_sha, weights_sha, spec.kwargs, model_dump)
+
+
+def _folder_source(recipe: Recipe, spec: ModelSpec) -> tuple[TorchSource, str]:
+    """A save_pretrained folder: its logits-only wrapper, keyed by the hashes of the folder's files."""
+    assert spec.huggingface is not None
+    folder = recipe.resolve(spec.huggingface)
+    info = huggingface.inspect(folder)
+    names = tuple(i.name for i in spec.inputs)
+
+    def build_module() -> Any:
+        loaded = huggingface.load(folder)
+        if names != loaded.input_names[: len(names)] or not set(names) <= set(huggingface.INPUT_ORDER):
+            raise InputError(
+                f"{recipe.path}: model.inputs {list(names)} do not fit the folder's model, which takes "
+                f"{list(loaded.input_names)} in that order"
+            )
+        return _logits_for(loaded, names)
+
     metadata = {
-        "model_class": spec.class_,
-        "weights_sha256": weights_sha,
+        "model_class": f"huggingface:{info.model_type or 'unknown'}",
+        "weights_sha256": info.files[info.weights_file] if info.weights_file in info.files else info.key,
+        **_common_metadata(spec),
+        **info.optimizer_metadata,
+        huggingface.META_CLASSES: json.dumps(list(info.class_names)),
+    }
+    source = _source(recipe, spec, build_module, metadata, max_length=info.max_positions)
+    return source, key("huggingface", info.key, spec.model_dump(exclude={"weights", "huggingface"}))
+
+
+def _logits_for(loaded: huggingface.HFModel, names: tuple[str, ...]) -> Any:
+    """The loaded wrapper, taking only the declared inputs (a recipe may leave token_type_ids out)."""
+    if names == loaded.input_names:
+        return loaded.wrapper
+    return type(loaded.wrapper)(loaded.module, names).eval()
+
+
+def _common_metadata(spec: ModelSpec) -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {
         "torch_version": version("torch"),
         "vocab_size": str(spec.vocab_size),
         "producer": f"workbench {__version__}",
     }
+
+
+def _source(
+    recipe: Recipe, spec: ModelSpec, build_module: Any, metadata: dict[str, str], *, max_length: int | None
+) -> TorchSource:
+    axes = {i.name: {n: axis for n, axis in enumerate(i.axes)} for i in spec.inputs}
+    axes[spec.output] = {0: "batch"}
     names = tuple(i.name for i in spec.inputs)
-    source = TorchSource(build_module, names, spec.output, lambda: example_inputs(recipe), axes, metadata)
-    model_dump = spec.model_dump(exclude={"weights"})
-    return source, key(spec.class_, code_sha, weights_sha, spec.kwargs, model_dump)
+    return TorchSource(
+        build_module, names, spec.output, lambda: example_inputs(recipe), axes, metadata, max_length=max_length
+    )
 
 
 def example_inputs(recipe: Recipe) -> tuple[Any, ...]:
     """One example per declared input for the exporter (see ``FeedSpec.example``)."""
     import torch
 
-    feeds = recipe.model.feed.example(recipe.model.example_length)
+    spec = model_spec(recipe)
+    feeds = spec.feed.example(spec.example_length)
     return tuple(torch.from_numpy(array) for array in feeds.values())

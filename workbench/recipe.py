@@ -27,18 +27,40 @@ class Strict(BaseModel):
 
 
 class ModelSpec(Strict):
-    """The PyTorch model of record: ``forward`` takes the inputs positionally, in the order listed."""
+    """The PyTorch model of record: ``forward`` takes the inputs positionally, in the order listed.
 
-    class_: str = Field(alias="class", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    weights: str
+    Either ``class`` + ``weights`` (a ``module:Class`` and its state_dict) or ``huggingface`` (a local
+    ``save_pretrained`` folder: weights, tokenizer, vocabulary, inputs and class names come from its files).
+    """
+
+    class_: str | None = Field(None, alias="class", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    weights: str  # for huggingface: filled in as <folder>/model.safetensors
     kwargs: dict[str, int | float | str | bool] = {}
     inputs: tuple[InputSpec, ...] = Field((InputSpec(name="text"),), min_length=1, max_length=16, strict=False)
     output: str = "logits"
     vocab_size: int = Field(1000, ge=2)
     example_length: int = Field(16, ge=1, le=4096)
+    huggingface: str | None = None  # a save_pretrained folder (offline, safetensors only)
+    tokenizer: str | None = None  # a tokenizer.json: how a module:Class model reads text data
+    classes: tuple[str, ...] | None = Field(None, min_length=2, strict=False)  # class names of a module:Class model
+
+    @model_validator(mode="before")
+    @classmethod
+    def _folder_weights(cls, data: Any) -> Any:
+        """A Hugging Face folder brings its own weights, tokenizer and class names: naming them too is an error."""
+        if not isinstance(data, dict) or data.get("huggingface") is None:
+            return data
+        extra = [k for k in ("class", "class_", "weights", "tokenizer", "classes", "kwargs") if k in data]
+        if extra:
+            raise ValueError(
+                f"'huggingface' takes the model, weights, tokenizer and class names from the folder; drop {extra}"
+            )
+        return {**data, "weights": f"{str(data['huggingface']).rstrip('/')}/model.safetensors"}
 
     @model_validator(mode="after")
     def _one_ids_input(self) -> ModelSpec:
+        if (self.class_ is None) == (self.huggingface is None):
+            raise ValueError("give exactly one of 'class' (with 'weights') or 'huggingface' (a save_pretrained folder)")
         names = [spec.name for spec in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"input names must differ, got {names}")
@@ -51,6 +73,20 @@ class ModelSpec(Strict):
         """How to feed this model (its inputs, its vocabulary)."""
         return FeedSpec(self.inputs, self.vocab_size)
 
+    def resolved(self, root: Path) -> ModelSpec:
+        """For a Hugging Face folder (relative to ``root``): the spec with the folder's vocabulary, weights file and,
+        unless the recipe declares them, the tokenizer's inputs; a ``module:Class`` spec as it is. Idempotent."""
+        if self.huggingface is None:
+            return self
+        from workbench import huggingface
+
+        folder = root / self.huggingface
+        info = huggingface.inspect(folder)
+        update: dict[str, Any] = {"vocab_size": info.vocab_size, "weights": f"{self.huggingface}/{info.weights_file}"}
+        if "inputs" not in self.model_fields_set:
+            update["inputs"] = huggingface.tokenizer_inputs(folder)
+        return self.model_copy(update=update)
+
 
 class SyntheticData(Strict):
     size: int = Field(2000, ge=1, le=1_000_000)
@@ -60,17 +96,36 @@ class SyntheticData(Strict):
 
 
 class DataSpec(Strict):
+    """The labelled evaluation set: synthetic token ids, a JSONL file of token ids, or labelled text (CSV or JSONL)
+    tokenized by the model's tokenizer (``text`` names the text column; labels are class names or indices)."""
+
     synthetic: SyntheticData | None = None
-    jsonl: str | None = None
+    jsonl: str | None = None  # {"tokens": [...], "label": k} lines, or with ``text``: {text: ..., label: ...} lines
+    csv: str | None = None  # a CSV file with a header; needs ``text``
+    text: str | None = None  # the column (or JSONL key) holding the text
+    label: str = "label"  # the column (or JSONL key) holding the label: a class name or index
+    max_length: int | None = Field(None, ge=2, le=65536)  # longer texts are cut (counted); default: the model's
+    min_samples: int = Field(50, ge=1, le=1_000_000)  # fewer samples cannot support a verdict: refused
     batch_size: int = Field(64, ge=1, le=4096)
-    # samples for stages that calibrate (static quantization): a JSONL file; the synthetic set draws its own
+    # samples for stages that calibrate (static quantization): a file in the evaluation set's format
     calibration: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
-        if (self.synthetic is None) == (self.jsonl is None):
-            raise ValueError("give exactly one of 'synthetic' or 'jsonl'")
+        if [self.synthetic, self.jsonl, self.csv].count(None) != 2:
+            raise ValueError("give exactly one of 'synthetic' or 'jsonl' (token ids or text), or 'csv' (text)")
+        if self.csv is not None and self.text is None:
+            raise ValueError("'csv' needs 'text': the column holding the text")
+        if self.synthetic is not None and (self.text is not None or self.max_length is not None):
+            raise ValueError("'text' and 'max_length' go with a 'csv' or 'jsonl' file of text")
+        if self.text is None and self.max_length is not None:
+            raise ValueError("'max_length' needs 'text': it cuts tokenized text")
         return self
+
+    @property
+    def file(self) -> str | None:
+        """The evaluation file (relative to the recipe's root), None for the synthetic set."""
+        return self.csv or self.jsonl
 
 
 Length = Annotated[int, Field(ge=1, le=65536)]
@@ -99,6 +154,40 @@ class LayerErrorsSpec(Strict):
     samples: int = Field(64, ge=1, le=100_000)  # the first samples of the evaluation set
 
 
+class TargetSpec(Strict):
+    """How the model will be called: an engine at one (batch, length); each unset key takes the run's own."""
+
+    engine: str | None = None  # default: the recipe's first engine
+    batch: int = Field(1, ge=1, le=4096)
+    length: Length | None = None  # default: the bench headline length (the longest latency length)
+    threads: int | None = Field(None, ge=1, le=256)  # default: the run's threads
+
+
+class BudgetSpec(Strict):
+    """How much accuracy an artifact may give up against PyTorch fp32 and still ship (fractions)."""
+
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1)
+    min_agreement: float = Field(0.995, ge=0, le=1)
+
+
+class SearchSpec(Strict):
+    """Quantization variants to try: each trial replaces the recipe's last quantize stage (or is appended)."""
+
+    stage: tuple[Literal["quantize_dynamic", "quantize_static"], ...] = Field(
+        ("quantize_dynamic",), min_length=1, strict=False
+    )
+    vary: dict[str, list[Any]] = {}  # a stage parameter (or exclude_most_sensitive) -> the values to try, in order
+    max_trials: int = Field(8, ge=1, le=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_stage(cls, data: Any) -> Any:
+        """``stage: quantize_static`` is ``stage: [quantize_static]``."""
+        if isinstance(data, dict) and isinstance(data.get("stage"), str):
+            return {**data, "stage": [data["stage"]]}
+        return data
+
+
 class Settings(Strict):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     root: str = "."
@@ -112,6 +201,10 @@ class Settings(Strict):
     layer_errors: LayerErrorsSpec = LayerErrorsSpec()
     runtimes: list[Any] = Field(list(DEFAULT_ENGINES), min_length=1, max_length=8)  # engines the ONNX artifacts run on
     stages: list[Any] = Field(min_length=1)
+    # decide/: the ways the model will be called, the accuracy it may lose, the variants to try
+    target: TargetSpec | Annotated[list[TargetSpec], Field(max_length=16)] = []  # one mapping or a list
+    budget: BudgetSpec = BudgetSpec()
+    search: SearchSpec | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pydantic import (
 
 from workbench.decide.sensitivity import Sensitivity
 from workbench.feeds import InputSpec
+from workbench.textdata import DataFacts
 from workbench.precision import PRECISIONS, Accept, Precision
 from workbench.runtimes import REFERENCE
 from workbench.stages import REGISTRY, Facts
@@ -406,6 +407,7 @@ class Run(Record):
     notes: tuple[str, ...] = ()
     bench: Bench | None = None
     charts: dict[str, str] = {}  # title -> file name beside report.md
+    data_facts: DataFacts | None = None  # the evaluation set: size, resolution, classes, truncation, coarse thresholds
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict
+
 from workbench.data import Sample
 from workbench.errors import InputError
 
@@ -45,6 +47,7 @@ class TextSummary:
     longest: int  # the longest tokenized sample before truncation
     label_names: tuple[str, ...]
     label_counts: tuple[int, ...]  # samples per class, indexed like label_names
+    lines: tuple[int, ...] = ()  # the line each sample starts on, counting from 1
 
 
 def _rows_csv(path: Path, text: str, label: str) -> Iterator[TextRow]:
@@ -210,8 +213,26 @@ def load_text(
         longest=max(whole for _, whole in encoded),
         label_names=tuple(label_names),
         label_counts=tuple(labels.count(k) for k in range(len(label_names))),
+        lines=tuple(row.line for row in rows),
     )
     return samples, summary
+
+
+class DataFacts(BaseModel):
+    """The evaluation set as the report states it: size, classes, what tokenizing cut, how fine a verdict it allows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    samples: int
+    min_samples: int  # the floor the recipe allows (data.min_samples)
+    resolution: float  # one sample's share of agreement and accuracy: 1 / samples
+    class_names: tuple[str, ...] = ()  # config.id2label of a Hugging Face folder, or the recipe's model.classes
+    label_counts: tuple[int, ...] = ()  # samples per class, indexed like class_names
+    tokenizer: str | None = None  # what tokenized the text (None: the data were token ids)
+    max_length: int | None = None
+    truncated: int = 0  # texts longer than max_length, cut to it
+    longest: int | None = None  # the longest tokenized text before the cut
+    coarse: tuple[str, ...] = ()  # "<stage>: <threshold> is finer than one sample ...", one per threshold
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ def render(run: Run, charts: dict[str, str]) -> str:
         "one engine ran it and every engine that ran it passed.",
         "",
     ]
+    parts += _data_section(run)
     parts += _engine_notes(run) + _not_applicable(run) + _padding(run) + _batch_dependence(run)
     parts += speed.section(run, charts)
     before: dict[str, int] = {}
@@ -160,10 +161,34 @@ def _batch_dependence(run: Run) -> list[str]:
 
 
 def _data_line(spec: dict) -> str:
+    text = f", text column `{spec['text']}`, label column `{spec.get('label', 'label')}`" if spec.get("text") else ""
+    if spec.get("csv"):
+        return f"CSV file `{spec['csv']}`{text}"
     if spec.get("jsonl"):
-        return f"JSONL file `{spec['jsonl']}`"
+        return f"JSONL file `{spec['jsonl']}`{text}"
     syn = spec.get("synthetic") or {}
     return f"synthetic held-out set, seed {syn.get('seed')}, lengths {syn.get('min_len')}-{syn.get('max_len')}"
+
+
+def _data_section(run: Run) -> list[str]:
+    """What the evaluation set can support: its resolution, classes, truncation, thresholds finer than a sample."""
+    facts = run.data_facts
+    if facts is None:
+        return []
+    lines = [
+        f"- resolution: one sample = {pct(facts.resolution)} of agreement and accuracy ({facts.samples} samples; "
+        f"the recipe's floor is {facts.min_samples})"
+    ]
+    if facts.class_names:
+        counts = ", ".join(f"{name} ({n})" for name, n in zip(facts.class_names, facts.label_counts, strict=False))
+        lines.append(f"- classes (samples): {counts}")
+    if facts.tokenizer:
+        lines.append(
+            f"- tokenized by {facts.tokenizer}, max_length {facts.max_length}: {facts.truncated} of {facts.samples} "
+            f"texts truncated (the longest had {facts.longest} tokens)"
+        )
+    lines += [f"- **warning**: {warning}" for warning in facts.coarse]
+    return ["Evaluation set:", "", *lines, ""]
 
 
 def _stage_section(s: StageRecord, before: dict[str, int]) -> list[str]:
