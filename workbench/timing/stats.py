@@ -2,9 +2,9 @@
 
 Contenders are timed in turns of short blocks (``timing.measure``), so block i of A and block i of B come
 from the same stretch of time: they are resampled together. A ratio's interval is a percentile bootstrap
-over blocks (seeded, 2,000 resamples) of median(A's block medians) / median(B's block medians). With few
-blocks the interval is wide, as it should be: with three blocks it spans about the lowest to the highest
-block ratio. A claim ("A is faster", "chosen") stands only when the interval excludes 1 (and a 2% band
+over blocks (seeded, 2,000 resamples) of median(A's block medians) / median(B's block medians). Its
+coverage depends on the number of blocks: simulated with 5% noise per block, a 95% interval held the true
+ratio 75% of the time with 3 blocks, 93-95% with 6-8, 96-97% with 12-20; take six turns or more. A claim ("A is faster", "chosen") stands only when the interval excludes 1 (and a 2% band
 around it, see ``MARGIN``).
 """
 
@@ -45,8 +45,10 @@ class Interval:
 
 
 def block_medians(runs_per_block: Sequence[Sequence[float]]) -> np.ndarray:
-    """Each block's median: the unit the bootstrap resamples."""
-    return np.array([float(np.median(runs)) for runs in runs_per_block if len(runs)])
+    """Each block's median (one per turn, in turn order): the unit the bootstrap resamples."""
+    if any(len(runs) == 0 for runs in runs_per_block):
+        raise ValueError("every block needs at least one run: an empty block would shift the pairing of turns")
+    return np.array([float(np.median(runs)) for runs in runs_per_block])
 
 
 def ratio_interval(
