@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from workbench.decide.sensitivity import Sensitivity
+from workbench.decide.ship import Decision
 from workbench.feeds import InputSpec
 from workbench.textdata import DataFacts
 from workbench.precision import PRECISIONS, Accept, Precision
@@ -408,6 +409,7 @@ class Run(Record):
     bench: Bench | None = None
     charts: dict[str, str] = {}  # title -> file name beside report.md
     data_facts: DataFacts | None = None  # the evaluation set: size, resolution, classes, truncation, coarse thresholds
+    decision: Decision | None = None  # what to ship per target, and the search's trials (decide/ship.py)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -16,10 +16,11 @@ from rich.progress import Progress as RichBar
 
 from workbench import __version__, environment, pipeline
 from workbench.context import RunContext
+from workbench.decide import search, ship
 from workbench.model import torch_source
 from workbench.progress import Progress
 from workbench.recipe import Recipe
-from workbench.render import charts, report, terminal
+from workbench.render import charts, decision, report, terminal
 from workbench.results import Bench, Run, RuntimeInfo, TimeSplit
 from workbench.runtimes import ENGINES
 from workbench.store import publish
@@ -91,12 +92,16 @@ def run_recipe(
                 shown.checkpoint("locked")
                 source, model_key = torch_source(recipe)
                 ctx = RunContext(recipe, source, model_key, threads, force, shown)
+                targets, _ = ship.targets(recipe, threads), search.variants(recipe)  # bad ones: one line, no work
                 validated = pipeline.run(ctx)
+                searched = search.run(ctx, validated, targets) if recipe.settings.search else None
                 t0 = time.perf_counter()
                 figures = None
                 if bench and recipe.settings.bench.enabled:
                     shown.stage("benchmarks")
-                    figures = suite.cached(ctx, suite.plan(validated.records, ctx), force=force or rebench)
+                    planned = suite.plan(validated.records, ctx)
+                    planned += search.planned(searched, ctx, validated.records) if searched else []
+                    figures = suite.cached(ctx, planned, force=force or rebench)
                     outcome = f"cached, measured {figures.measured_at}" if figures.cached else "measured"
                     shown.done("benchmarks", outcome)
                 bench_s = time.perf_counter() - t0
@@ -105,8 +110,8 @@ def run_recipe(
             split = reused or TimeSplit(
                 total=time.perf_counter() - started, validation=validated.seconds, benchmarks=bench_s
             )
-            run = _assemble(ctx, validated, figures, notes, split)
-            publish.publish(recipe.report_dir, lambda folder: _fill(ctx, run, folder, redraw=force))
+            run = _decided(_assemble(ctx, validated, figures, notes, split), recipe, targets, searched)
+            publish.publish(recipe.report_dir, lambda folder: _fill(ctx, run, folder, redraw=force, searched=searched))
             shown.checkpoint("published")
     finally:
         logging.getLogger().removeHandler(captured)
@@ -159,7 +164,17 @@ def _notes(log_lines: list[str], warning_lines: list[str]) -> list[str]:
     return list(dict.fromkeys(line.strip() for line in log_lines + warning_lines if line.strip()))
 
 
-def _fill(ctx: RunContext, run: Run, folder: Path, *, redraw: bool) -> None:
+def _decided(run: Run, recipe: Recipe, targets: tuple[ship.Target, ...], searched: search.Searched | None) -> Run:
+    """The run with its Ship decision (when it was timed): per target, among the stages' rows and the trials."""
+    if run.bench is None:
+        return run
+    budget = recipe.settings.budget
+    made = ship.decide(run, targets, budget, trials=searched.trials if searched else (),
+                       trial_checks=searched.checks if searched else None, search=searched.note if searched else None)
+    return run.model_copy(update={"decision": made})
+
+
+def _fill(ctx: RunContext, run: Run, folder: Path, *, redraw: bool, searched: search.Searched | None = None) -> None:
     """The report folder: every artifact, tuned options beside theirs, charts, metrics.json, report.md."""
     for record in run.stages:
         if record.artifact is not None and record.artifact.path is not None:
@@ -169,10 +184,30 @@ def _fill(ctx: RunContext, run: Run, folder: Path, *, redraw: bool) -> None:
     for tuning in run.bench.tunings if run.bench else ():
         tune.save(tuning, params.get(tuning.engine) or ENGINES[tuning.engine].params(), folder / f"{tuning.stage}.onnx")
     drawn = _charts(ctx, run, folder, redraw=redraw)
+    _ship(ctx, run, folder, searched, redraw=redraw)
     write_atomic(folder / "metrics.json", lambda tmp: tmp.write_text(run.dump()))
     text = report.render(run, drawn)
     write_atomic(folder / "report.md", lambda tmp: tmp.write_text(text))
     ctx.progress.checkpoint("publish")
+
+
+def _ship(ctx: RunContext, run: Run, folder: Path, searched: search.Searched | None, *, redraw: bool) -> None:
+    """Each target's chosen file as ship/<target>.onnx with its session settings, and the decision's charts."""
+    if run.decision is None:
+        return
+    paths = searched.paths if searched else {
+        c.row: s.artifact.path for s in run.stages if s.artifact and s.artifact.path for c in s.checks
+    }
+    engines = {r.name: r.params.model_dump(mode="json") for r in ctx.recipe.runtimes}
+    tuned = {t.row: t.best.options for t in run.bench.tunings} if run.bench else {}
+    ship.write(run.decision, paths, engines, folder, tuned)
+
+    def draw(scratch: Path, facts: dict) -> None:
+        facts["charts"] = decision.draw(run, scratch)
+
+    entry, facts, _ = ctx.cache.fetch(key("decision-charts", __version__, decision.inputs(run)), draw, force=redraw)
+    for name in facts["charts"].values():
+        shutil.copy2(entry / name, folder / name)
 
 
 def _charts(ctx: RunContext, run: Run, folder: Path, *, redraw: bool) -> dict[str, str]:

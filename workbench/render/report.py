@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.render import speed
+from workbench.render import decision, speed
 from workbench.render.markdown import pct, sci, table
 from workbench.results import EngineCheck, Run, StageRecord
 from workbench.runtimes import REFERENCE
@@ -64,6 +64,7 @@ def summary_rows(run: Run) -> list[list[str]]:
 
 def render(run: Run, charts: dict[str, str]) -> str:
     parts = [f"# {run.recipe}: {run.verdict}", "", headline(run), ""]
+    parts += decision.section(run)  # what to ship per target (decide/ship.py)
     parts += [table(HEADER, summary_rows(run)), "", LEGEND, ""]
     inputs = ", ".join(f"`{i.name}` ({i.feed}, {i.dtype}, [{', '.join(i.axes)}])" for i in run.inputs)
     parts += [

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from workbench.render import report
+from workbench.render import decision, report
 from workbench.results import Run
 
 # report column -> its terminal heading (the whole table fits 80 columns)
@@ -44,3 +44,5 @@ def summary(run: Run, report_path: Path, quiet: bool) -> None:
     if run.bench is not None and run.bench.cached:
         print(f"benchmarks: cached, measured {run.bench.measured_at} (--rebench measures again)")
     print(f"{report.headline(run).replace('**', '')}\nreport: {report_path}")
+    for line in decision.terminal_lines(run, report_path.parent):  # the Ship decision, a line per target
+        print(line)

@@ -8,6 +8,7 @@ what still carries fp32 weights (e.g. a GRU, for which onnxruntime has no dynami
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -73,6 +74,7 @@ class QuantizeParams(Params):
     )
     per_channel: bool = False
     reduce_range: bool = False
+    nodes_to_exclude: tuple[str, ...] = Field((), strict=False)  # node names of the input graph: they stay fp32
 
 
 class StayedFp32(BaseModel):
@@ -88,9 +90,12 @@ class QuantizeFacts(Facts):
     quantized: dict[str, int]  # "<op> -> <its int8 form>" -> node count
     weight_type: str
     stayed_fp32: dict[str, StayedFp32] = {}
+    excluded: tuple[str, ...] = ()  # nodes_to_exclude: left fp32 on purpose
 
     def lines(self) -> list[str]:
         out = ["quantized: " + ", ".join(f"{n} x {op}" for op, n in self.quantized.items())]
+        if self.excluded:
+            out.append("left fp32 on purpose (nodes_to_exclude): " + ", ".join(self.excluded))
         for op, info in self.stayed_fp32.items():
             out.append(
                 f"stayed fp32: {info.count} x {op} ({info.weight_bytes:,} bytes of fp32 weights, "
@@ -114,6 +119,7 @@ def quantize_dynamic(source: Source, params: QuantizeParams, dst: Path) -> Quant
 
     asked = set(params.op_types) | (MATRIX_PRODUCTS if MATRIX_PRODUCTS & set(params.op_types) else set())
     before = onnx.load(str(source.onnx))
+    excluded = _excluded(before, params.nodes_to_exclude)
     ort_quantize_dynamic(
         str(source.onnx),
         str(dst),
@@ -121,16 +127,19 @@ def quantize_dynamic(source: Source, params: QuantizeParams, dst: Path) -> Quant
         op_types_to_quantize=sorted(asked),
         per_channel=params.per_channel,
         reduce_range=params.reduce_range,
+        nodes_to_exclude=sorted(excluded),
         # Without it, a graph with fused com.microsoft ops (ort_optimize's Attention, SkipLayerNormalization)
         # fails: "Unable to find data type for weight_name=... shape_inference failed".
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     after = onnx.load(str(dst))
-    left = _still_float(after, asked)
+    left = _still_float(after, asked, excluded)
     if left:
         raise StageError("quantize_dynamic left ops in fp32: " + "; ".join(left))
     floats = _float_initializers(before)
-    with_weights = Counter(n.op_type for n in before.graph.node if n.op_type in asked and _float_weights(n, floats))
+    with_weights = Counter(
+        n.op_type for n in before.graph.node if n.op_type in asked and n.name not in excluded and _float_weights(n, floats)
+    )
     if not with_weights:
         present = sorted({n.op_type for n in before.graph.node if _float_weights(n, floats)})
         raise StageError(
@@ -141,7 +150,21 @@ def quantize_dynamic(source: Source, params: QuantizeParams, dst: Path) -> Quant
         quantized={f"{op} -> {form}": with_weights[op] for op, form in QUANTIZED_FORM.items() if with_weights[op]},
         weight_type=params.weight_type,
         stayed_fp32=_stayed_fp32(after, dst.stat().st_size, asked),
+        excluded=params.nodes_to_exclude,
     )
+
+
+def _excluded(model: Any, names: tuple[str, ...]) -> set[str]:
+    """The names to keep fp32, with the ``<gemm>_MatMul`` that onnxruntime makes of an excluded Gemm; a name that
+    names no node of the graph is a StageError (a typo would exclude nothing)."""
+    present = {node.name for node in model.graph.node}
+    if unknown := [name for name in names if name not in present]:
+        some = ", ".join(sorted(n.name for n in model.graph.node if n.op_type in WEIGHT_INPUTS)[:8])
+        raise StageError(
+            f"quantize_dynamic: nodes_to_exclude names no node of the graph: {', '.join(unknown)} "
+            f"(nodes with weights here: {some or 'none'})"
+        )
+    return set(names) | {f"{name}_MatMul" for name in names}
 
 
 def _float_initializers(model: Any) -> dict[str, Any]:
@@ -157,13 +180,13 @@ def _float_weights(node: Any, floats: dict[str, Any]) -> list[str]:
     return [name for i, name in enumerate(node.input) if i in positions and name in floats]
 
 
-def _still_float(after: Any, op_types: set[str]) -> list[str]:
-    """Why each asked-for op is still fp32 after quantization (empty when every weight was quantized)."""
+def _still_float(after: Any, op_types: set[str], excluded: Collection[str] = ()) -> list[str]:
+    """Why each asked-for op is still fp32 after quantization (empty when every weight but the excluded was)."""
     initializers = {init.name for init in after.graph.initializer}
     floats = _float_initializers(after)
     reasons = []
     for node in after.graph.node:
-        if node.op_type not in op_types:
+        if node.op_type not in op_types or node.name in excluded:
             continue
         weights = [node.input[i] for i in WEIGHT_INPUTS[node.op_type] if i < len(node.input) and node.input[i]]
         if node.op_type == "LSTM" and not all(name in initializers for name in weights):

@@ -71,14 +71,24 @@ def plan(records: Sequence[StageRecord], ctx: RunContext) -> list[Planned]:
     return out
 
 
-def cases(spec: BenchSpec) -> list[Case]:
+def cases(spec: BenchSpec, targets: Sequence[Case] = ()) -> list[Case]:
+    """The latency cases, the throughput case, then each target's case not among them (decide.ship.target_cases)."""
     latency = [Case(batch=1, length=n) for n in spec.latency_lengths]
-    return latency + [Case(batch=spec.throughput.batch, length=spec.throughput.length)]
+    own = latency + [Case(batch=spec.throughput.batch, length=spec.throughput.length)]
+    return own + [c for c in dict.fromkeys(targets) if c not in own]
 
 
-def suite_key(planned: Sequence[Planned], spec: BenchSpec, threads: int) -> str:
+def suite_key(planned: Sequence[Planned], spec: BenchSpec, threads: int, targets: Sequence[Case] = ()) -> str:
     identities = [p.identity for p in planned]
-    return key("bench", __version__, identities, spec.model_dump(mode="json"), threads, environment.machine())
+    extra = [c.name for c in cases(spec, targets)[len(cases(spec)):]]  # only what targets add: old keys stay valid
+    parts = ("bench", __version__, identities, spec.model_dump(mode="json"), threads, environment.machine())
+    return key(*parts, *([extra] if extra else []))
+
+
+def _targets(ctx: RunContext) -> list[Case]:
+    from workbench.decide.ship import target_cases
+
+    return target_cases(ctx.recipe)
 
 
 def cached(ctx: RunContext, planned: Sequence[Planned], *, force: bool) -> Bench:
@@ -88,7 +98,7 @@ def cached(ctx: RunContext, planned: Sequence[Planned], *, force: bool) -> Bench
     def fill(scratch: Path, _: dict[str, Any]) -> None:
         (scratch / "bench.json").write_text(measure_suite(planned, spec, ctx).model_dump_json())
 
-    folder, _, was_cached = ctx.cache.fetch(suite_key(planned, spec, ctx.threads), fill, force=force)
+    folder, _, was_cached = ctx.cache.fetch(suite_key(planned, spec, ctx.threads, _targets(ctx)), fill, force=force)
     bench = Bench.model_validate_json((folder / "bench.json").read_text())
     return bench.model_copy(update={"cached": was_cached})
 
@@ -106,7 +116,7 @@ def measure_suite(planned: Sequence[Planned], spec: BenchSpec, ctx: RunContext) 
             except NotApplicable:
                 continue
     timed = [p for p in planned if p.row in runners]
-    timed_cases = cases(spec)
+    timed_cases = cases(spec, _targets(ctx))
     headline = Case(batch=1, length=max(spec.latency_lengths))
     on_block = lambda c, name: say(f"{c}: {name}")  # noqa: E731
     timings = measure.run_cases([runners[p.row] for p in timed], timed_cases, feed,
