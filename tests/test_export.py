@@ -239,3 +239,22 @@ def _onnxscript() -> str:
     import onnxscript
 
     return onnxscript.__version__
+
+
+def test_a_second_lstm_export_in_one_process_keeps_the_sequence_axis(tmp_path):
+    """torch 2.13 caches dispatch choices on each op: without clearing them, the second export of an LSTM in one
+    process (a second run in the same process) came back with the sequence fixed at the example's length."""
+    from task import TextClassifier
+
+    axes = {"text": {0: "sequence", 1: "batch"}, "logits": {0: "batch"}}
+    example = (_ids(2, 16, seed=0)[0].T.contiguous(),)
+    for attempt in range(2):
+        torch.manual_seed(attempt)
+        module = TextClassifier(vocab_size=VOCAB, embed_dim=8, hidden_dim=16).eval()
+        source = TorchSource(lambda m=module: m, ("text",), "logits", lambda: example, axes, {})
+        facts = _export(source, tmp_path / f"lstm{attempt}.onnx")
+        assert facts.dims["sequence"] == "1..", (attempt, facts.dims)
+        session = ort.InferenceSession(str(tmp_path / f"lstm{attempt}.onnx"), providers=["CPUExecutionProvider"])
+        text = _ids(3, 40, seed=attempt)[0].T.contiguous()
+        with torch.no_grad():
+            assert np.abs(session.run(None, {"text": text.numpy()})[0] - module(text).numpy()).max() <= 1e-5

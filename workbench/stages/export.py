@@ -118,6 +118,7 @@ def _dynamo(
     """torch.export + onnxscript; written to ``dst`` without external data unless over 2 GB."""
     import torch
 
+    _fresh_dispatch()
     shapes = dynamic_shapes(model, params.max_length)
     program = torch.onnx.export(
         module,
@@ -134,6 +135,22 @@ def _dynamo(
     large = sum(v.const_value.nbytes for v in program.model.graph.initializers.values() if v.const_value) >= PROTO_LIMIT
     program.save(str(dst), external_data=large)
     return "torch.onnx.export(dynamo=True)", dims
+
+
+def _fresh_dispatch() -> None:
+    """Forget the dispatch choices an earlier export in this process cached on each op.
+
+    Measured with torch 2.13: after one export, ``aten.lstm``'s cached dispatch sends the next export (another run
+    in the same process) down the LSTM's Python decomposition, which loops over time steps and so specialises the
+    sequence axis to the example's length. Clearing the per-op caches restores the first export's behaviour.
+    """
+    import torch
+
+    for packet in list(vars(torch.ops.aten).values()):
+        if isinstance(packet, torch._ops.OpOverloadPacket):
+            for overload in list(vars(packet).values()):
+                if isinstance(overload, torch._ops.OpOverload):
+                    overload._dispatch_cache.clear()
 
 
 def _held(program: Any, model: TorchSource, shapes: tuple[dict[int, Any] | None, ...]) -> dict[str, str]:
