@@ -280,6 +280,7 @@ def parse(text: str, path: Path) -> Recipe:
     if len({r.name for r in runtimes}) != len(runtimes):
         raise RecipeError(f"{path}: runtimes: each engine may be named once, got {[r.name for r in runtimes]}")
     root = (path.parent / settings.root).resolve()
+    settings = settings.model_copy(update={"model": settings.model.resolved(root)})  # a folder's inputs and vocabulary
     name = settings.name or path.stem
     return Recipe(name, path.resolve(), text, root, settings, stages, runtimes)
 

@@ -141,6 +141,7 @@ def _assemble(
         data=recipe.settings.data.model_dump(mode="json"),
         notes=tuple(notes),
         bench=bench,
+        data_facts=ctx.evaluation.facts,
     )
 
 

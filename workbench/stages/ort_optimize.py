@@ -39,6 +39,13 @@ class OrtOptimizeParams(Params):
         return self
 
 
+def _sizes_from_metadata(path: Path | None) -> tuple[str, int, int] | None:
+    """(model_type, num_heads, hidden_size) the export wrote from a Hugging Face config, if it did."""
+    from workbench.huggingface import transformer_sizes
+
+    return transformer_sizes(path) if path is not None else None
+
+
 class _Warnings(logging.Handler):
     """Collects the optimizer's log warnings (its fusion modules log to loggers named after themselves)."""
 
@@ -54,6 +61,7 @@ class _Warnings(logging.Handler):
 class OrtOptimizeFacts(Facts):
     onnxruntime: str
     fusions: dict[str, int]  # fused op type -> how many the optimizer made
+    sizes: str | None = None  # model type, heads and hidden size, when read from the export's Hugging Face config
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -61,10 +69,11 @@ class OrtOptimizeFacts(Facts):
         return sum(self.fusions.values())
 
     def lines(self) -> list[str]:
+        read = [f"sizes from the model's config: {self.sizes}"] if self.sizes else []
         found = {k: v for k, v in self.fusions.items() if v}
         if found:
-            return ["fusions found: " + ", ".join(f"{k} {v}" for k, v in found.items())]
-        return [f"fusions found: none (all {len(self.fusions)} fusion kinds the optimizer knows report 0)"]
+            return read + ["fusions found: " + ", ".join(f"{k} {v}" for k, v in found.items())]
+        return read + [f"fusions found: none (all {len(self.fusions)} fusion kinds the optimizer knows report 0)"]
 
 
 @stage("ort_optimize", params=OrtOptimizeParams, facts=OrtOptimizeFacts)
@@ -72,14 +81,18 @@ def ort_optimize(source: Source, params: OrtOptimizeParams, dst: Path) -> OrtOpt
     import onnxruntime
     from onnxruntime.transformers import optimizer
 
+    model_type, heads, hidden = params.model_type, params.num_heads, params.hidden_size
+    read = _sizes_from_metadata(source.onnx) if heads == hidden == 0 else None
+    if read is not None:  # a Hugging Face folder's export carries its config's sizes (what Optimum reads)
+        model_type, heads, hidden = read
     collected = _Warnings()
     logging.getLogger().addHandler(collected)
     try:
         optimized = optimizer.optimize_model(
             str(source.onnx),
-            model_type=params.model_type,
-            num_heads=params.num_heads,
-            hidden_size=params.hidden_size,
+            model_type=model_type,
+            num_heads=heads,
+            hidden_size=hidden,
             opt_level=params.opt_level,
             use_gpu=False,
         )
@@ -87,4 +100,7 @@ def ort_optimize(source: Source, params: OrtOptimizeParams, dst: Path) -> OrtOpt
         logging.getLogger().removeHandler(collected)
     optimized.save_model_to_file(str(dst))
     fusions = {op: int(count) for op, count in optimized.get_fused_operator_statistics().items()}
-    return OrtOptimizeFacts(onnxruntime=onnxruntime.__version__, fusions=fusions, warnings=tuple(collected.messages))
+    sizes = f"{model_type}, {heads} heads, hidden {hidden}" if read is not None else None
+    return OrtOptimizeFacts(
+        onnxruntime=onnxruntime.__version__, fusions=fusions, sizes=sizes, warnings=tuple(collected.messages)
+    )
