@@ -31,10 +31,10 @@ import numpy as np
 
 from workbench.runtimes.base import Runner
 
-# Quiet: other processes used 0.00-0.06 core while a 2-thread contender was timed (tests and busy.py runs,
-# 2026-11); one busy process per core took 0.9-1.0 core from the same contender. 0.25 core sits between.
+# Measured here (2026-11, 2 cores): idle machine 0.01 core used by others; one other session's tests 1.1-1.25;
+# Hog (a busy process per core) beside a 2-thread torch LSTM 1.4-1.6; the shared machine at load 7-13, 2.0.
 OTHER_CPU_BUSY = 0.25  # cores used by other processes (plus steal), averaged over the monitored time
-# Quiet: the reference's slowest block median was 1.00-1.08x its quiet figure; beside the hog 1.5-2.1x.
+# The 2-thread reference: 0.55 ms per call with both cores free, 1.0 ms while another process held one (1.8x).
 REFERENCE_DRIFT_BUSY = 1.25
 REFERENCE_SIZE = 32_768  # float64 values each thread sorts per call: about 1 ms here
 
