@@ -4,13 +4,13 @@
 
 Runs ``python -m workbench run recipes/engines.yaml --quiet`` (stages, checks and benchmarks come from
 the cache when nothing changed; ``--rebench`` measures the benchmarks again), then prints one table from
-its reports/engines/metrics.json: a row per artifact on each engine (``<engine>:<stage>``, the engines of
-one stage next to each other) after the PyTorch fp32 and int8 references. Columns: the precision that
-really ran (as the engine reports it), max abs error, top-1 agreement and accuracy against PyTorch fp32
-on the evaluation set, then for the headline case (batch 1 at the longest length) and the throughput
-case: median latency and the speed-up over PyTorch fp32 and over PyTorch int8 (all timed in one run,
-same threads and inputs). ``*`` marks the fastest row of each case, also named below the table.
-The table is markdown, to be quoted as it is.
+its reports/engines/metrics.json, read through the run model (``workbench.results.Run``): a row per
+artifact on each engine (``<engine>:<stage>``, the engines of one stage next to each other) after the
+PyTorch fp32 and int8 references. Columns: the precision that really ran (as the engine reports it), max
+abs error, top-1 agreement and accuracy against PyTorch fp32 on the evaluation set, then for the headline
+case (batch 1 at the longest length) and the throughput case: median latency and the speed-up over
+PyTorch fp32 and over PyTorch int8 (all timed in one run, same threads and inputs). ``*`` marks the
+fastest row of each case, also named below the table. The table is markdown, to be quoted as it is.
 
 Exits 1 if the run failed a stage's thresholds (the table is still printed), 2 if it produced no report.
 Figures for ``--check-readme``: ``<row> <column>`` for each number in the table, the column named as in
@@ -20,11 +20,10 @@ its header, e.g. ``onnxruntime:quantize_dynamic b1_l256 ms`` or ``openvino:expor
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,102 +31,147 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import check_readme  # noqa: E402
 from workbench import recipe  # noqa: E402
+from workbench.results import Bench, Case, EngineCheck, Run  # noqa: E402
 from workbench.runtimes import REFERENCE, TORCH_INT8  # noqa: E402
 
+# the exactness columns: (figure name in --check-readme, format)
+EXACTNESS = (("max abs err", "{:.2e}"), ("agreement", "{:.2%}"), ("accuracy", "{:.2%}"))
 
-def rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a reference or an artifact on one engine, and what its check measured."""
+
+    row: str
+    precision: str  # what really ran, as the engine reports it
+    max_abs_error: float | None = None
+    agreement: float | None = None
+    accuracy: float | None = None
+    passed: bool | None = None
+    refused: str | None = None  # why it did not run
+
+    def exactness(self) -> tuple[float | None, ...]:
+        """The figures of the EXACTNESS columns, in order."""
+        return self.max_abs_error, self.agreement, self.accuracy
+
+
+def _artifact_row(check: EngineCheck) -> Row:
+    if check.not_applicable:
+        return Row(check.row, check.precision, refused=check.not_applicable)
+    if check.error is not None:
+        return Row(check.row, check.precision, refused=f"engine error: {check.error}")
+    if check.check is None:
+        return Row(check.row, check.precision)
+    found = check.check.comparison
+    return Row(check.row, check.precision, found.max_abs_error, found.agreement, found.accuracy, check.passed)
+
+
+def rows(run: Run) -> list[Row]:
     """The references, then every artifact row in stage order, the engines of one stage together."""
-    bench = metrics.get("bench") or {}
-    precisions = bench.get("precisions", {})
-    ref_accuracy = metrics["reference"]["accuracy"]
-    out: list[dict[str, Any]] = [
-        {"row": REFERENCE, "precision": precisions.get(REFERENCE, "fp32 (eager)"), "accuracy": ref_accuracy},
-        {"row": TORCH_INT8, "precision": precisions.get(TORCH_INT8, "-")},
+    ran_as = {c.row: c.ran_as for c in run.bench.contenders} if run.bench else {}
+    out = [
+        Row(REFERENCE, ran_as.get(REFERENCE, "fp32 (eager)"), accuracy=run.reference.accuracy),
+        Row(TORCH_INT8, ran_as.get(TORCH_INT8, "-")),
     ]
-    for stage in metrics["stages"]:
-        for engine in stage["engines"]:
-            row = {"row": engine["row"], "precision": engine["precision"]}
-            if engine["not_applicable"]:
-                row["refused"] = engine["not_applicable"]
-            check = engine.get("check")
-            if check:
-                row.update(max_abs_error=check["max_abs_error"], agreement=check["agreement"])
-                row.update(accuracy=check["accuracy"], passed=engine["passed"])
-            out.append(row)
-        if not stage["engines"] and stage["error"]:
-            out.append({"row": stage["stage"], "precision": "-", "refused": f"stage failed: {stage['error']}"})
+    for record in run.stages:
+        out += [_artifact_row(check) for check in record.checks]
+        if not record.checks and record.error:
+            out.append(Row(record.stage, "-", refused=f"stage failed: {record.error}"))
     return out
 
 
-def table(metrics: dict[str, Any]) -> tuple[list[str], dict[str, float]]:
-    """The markdown lines, and every figure in them by ``<row> <column>``."""
-    bench = metrics.get("bench")
-    lines, figures = [], {}
-    cases = []
-    if bench:
-        headline = bench["headline_case"]
-        throughput = next((c["name"] for c in reversed(bench["cases"]) if c["batch"] > 1), bench["cases"][-1]["name"])
-        cases = [headline] + ([throughput] if throughput != headline else [])
-    timing = {(t["contender"], t["case"]): t for t in (bench or {}).get("timings", [])}
-    fp32 = (bench or {}).get("speedup_vs_pytorch_fp32", {})
-    int8 = (bench or {}).get("speedup_vs_pytorch_int8", {})
-    fastest = {
-        case: min((t for (_, c), t in timing.items() if c == case), key=lambda t: t["median_ms"])["contender"]
-        for case in cases
-    }
-    header = ["row", "max abs err", "agreement", "accuracy"]
-    for case in cases:
-        header += [f"{case} ms", f"{case} x fp32", f"{case} x int8"]
-    header.append("precision that ran")
-    body = []
-    for row in rows(metrics):
-        name = row["row"]
-        cells = [name]
-        for key, text in (
-            ("max_abs_error", "{:.2e}"),
-            ("agreement", "{:.2%}"),
-            ("accuracy", "{:.2%}"),
-        ):
-            value = row.get(key)
-            cells.append("-" if value is None else text.format(value))
-            if value is not None:
-                figures[f"{name} {key.replace('_', ' ').replace('error', 'err')}"] = value
-        for case in cases:
-            t = timing.get((name, case))
-            if t is None:
-                cells += ["-", "-", "-"]
-                continue
-            mark = ("*" if fastest[case] == name else "") + ("" if t["stable"] else "~")
-            cells.append(f"{t['median_ms']:.2f}{mark}")
-            figures[f"{name} {case} ms"] = t["median_ms"]
-            for label, table_ in (("fp32", fp32), ("int8", int8)):
-                ratio = table_.get(name, {}).get(case)
-                cells.append("-" if ratio is None else f"{ratio:.2f}x")
-                if ratio is not None:
-                    figures[f"{name} {case} x {label}"] = ratio
-        precision = row["precision"]
-        if "refused" in row:
-            precision = f"not run: {row['refused']}"
-        elif row.get("passed") is False:
-            precision += " (FAILED its thresholds)"
-        cells.append(precision)
-        body.append(cells)
+def timed_cases(bench: Bench | None) -> list[Case]:
+    """The headline case, then the throughput case (the last with a batch above 1) when it differs."""
+    if bench is None:
+        return []
+    throughput = next((c for c in reversed(bench.cases) if c.batch > 1), bench.cases[-1])
+    return [bench.headline] + ([throughput] if throughput != bench.headline else [])
+
+
+def fastest(bench: Bench, case: Case) -> str:
+    """The row with the lowest median at ``case`` (the first of equals)."""
+    return min((t for t in bench.timings if t.case == case), key=lambda t: t.median_ms).contender
+
+
+def _speed_cells(bench: Bench, row: str, case: Case, figures: dict[str, float]) -> list[str]:
+    """Median, x fp32 and x int8 of ``row`` at ``case``; each figure also goes into ``figures``."""
+    timing = bench.timing(row, case)
+    if timing is None:
+        return ["-", "-", "-"]
+    mark = ("*" if fastest(bench, case) == row else "") + ("" if timing.stable else "~")
+    figures[f"{row} {case.name} ms"] = timing.median_ms
+    cells = [f"{timing.median_ms:.2f}{mark}"]
+    for label, baseline in (("fp32", REFERENCE), ("int8", TORCH_INT8)):
+        ratio = bench.speedup(row, case, baseline)
+        cells.append("-" if ratio is None else f"{ratio.value:.2f}x")
+        if ratio is not None:
+            figures[f"{row} {case.name} x {label}"] = ratio.value
+    return cells
+
+
+def _precision_cell(row: Row) -> str:
+    if row.refused is not None:
+        return f"not run: {row.refused}"
+    return row.precision + (" (FAILED its thresholds)" if row.passed is False else "")
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> list[str]:
+    """The row name left, figures right, the precision (last column) as it is."""
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header) - 1)]
 
-    def aligned(cells: list[str]) -> str:  # the row name left, figures right, the precision as it is
+    def aligned(cells: list[str]) -> str:
         padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
         return "| " + " | ".join([*padded, cells[-1]]) + " |"
 
-    lines.append(aligned(header))
-    lines.append("|" + "|".join([":" + "-" * (widths[0] + 1)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|---|")
-    lines += [aligned(cells) for cells in body]
-    lines.append("")
+    rule = "|" + "|".join([":" + "-" * (widths[0] + 1)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|---|"
+    return [aligned(header), rule, *(aligned(cells) for cells in body)]
+
+
+def table(run: Run) -> tuple[list[str], dict[str, float]]:
+    """The markdown lines, and every figure in them by ``<row> <column>``."""
+    bench, cases = run.bench, timed_cases(run.bench)
+    figures: dict[str, float] = {}
+    header = ["row", *(name for name, _ in EXACTNESS)]
     for case in cases:
-        t = timing[(fastest[case], case)]
-        lines.append(
-            f"fastest at {case}: {fastest[case]}, {t['median_ms']:.2f} ms median ({t['samples_per_s']:.0f} samples/s)"
-        )
+        header += [f"{case.name} ms", f"{case.name} x fp32", f"{case.name} x int8"]
+    header.append("precision that ran")
+    body = []
+    for row in rows(run):
+        cells = [row.row]
+        for (name, text), value in zip(EXACTNESS, row.exactness()):
+            cells.append("-" if value is None else text.format(value))
+            if value is not None:
+                figures[f"{row.row} {name}"] = value
+        for case in cases:
+            assert bench is not None
+            cells += _speed_cells(bench, row.row, case, figures)
+        body.append([*cells, _precision_cell(row)])
+    lines = [*_markdown(header, body), ""]
+    for case in cases:
+        assert bench is not None
+        best = fastest(bench, case)
+        t = bench.timing(best, case)
+        assert t is not None
+        lines.append(f"fastest at {case.name}: {best}, {t.median_ms:.2f} ms median ({t.samples_per_s:.0f} samples/s)")
     return lines, figures
+
+
+def heading(run: Run) -> list[str]:
+    """What ran where: the verdict, engine versions, machine, and where the timings come from."""
+    env, bench = run.environment, run.bench
+    engines = ", ".join(f"{r.engine} {env.versions.get(r.engine, '?')}" for r in run.runtimes)
+    lines = [
+        f"{run.recipe}: {run.verdict}; engines: {engines}; torch {env.versions.get('torch', '?')}",
+        f"{env.cpu}, {env.threads} threads; {run.reference.samples} evaluation samples",
+    ]
+    if bench is None:
+        return [*lines, "no benchmarks in this report (bench disabled in the recipe)"]
+    when = f"cached, measured {bench.measured_at}" if bench.cached else f"measured {bench.measured_at}"
+    return [
+        *lines,
+        f"benchmarks {when}, up to {bench.budget_seconds:g} s per case, all rows in one run",
+        "x fp32 / x int8: PyTorch fp32's / PyTorch int8's median over the row's (above 1: the row is faster)",
+    ]
 
 
 def main() -> int:
@@ -149,21 +193,12 @@ def main() -> int:
         print(f"workbench run {args.recipe} exited {done.returncode}: {done.stderr.strip()}", file=sys.stderr)
         return 2
     parsed = recipe.load(args.recipe)
-    metrics = json.loads((parsed.report_dir / "metrics.json").read_text())
-    bench, env = metrics.get("bench"), metrics["environment"]
-    engines = ", ".join(f"{r['engine']} {env.get(r['engine'], '?')}" for r in metrics["runtimes"])
-    print(f"{metrics['recipe']}: {metrics['verdict']}; engines: {engines}; torch {env['torch']}")
-    print(f"{env['cpu']}, {env['threads']} threads; {metrics['reference']['samples']} evaluation samples")
-    if bench:
-        when = f"cached, measured {bench['measured_at']}" if bench["cached"] else f"measured {bench['measured_at']}"
-        print(f"benchmarks {when}, up to {bench['budget_seconds']:g} s per case, all rows in one run")
-        print("x fp32 / x int8: PyTorch fp32's / PyTorch int8's median over the row's (above 1: the row is faster)")
-    else:
-        print("no benchmarks in this report (bench disabled in the recipe)")
-    lines, figures = table(metrics)
+    run = Run.load((parsed.report_dir / "metrics.json").read_text())
+    print("\n".join(heading(run)))
+    lines, figures = table(run)
     print()
     print("\n".join(lines))
-    if bench and any(not t["stable"] for t in bench["timings"]):
+    if run.bench and any(not t.stable for t in run.bench.timings):
         print("~: median not stable within 2% when the budget ran out")
     status = 0 if done.returncode == 0 else 1
     if status:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import check_readme  # noqa: E402
 import task  # noqa: E402
 from workbench import data  # noqa: E402
-from workbench.recipe import InputSpec  # noqa: E402
+from workbench.feeds import FeedSpec, InputSpec  # noqa: E402
 from workbench.runtimes import onnxruntime as ort_runners  # noqa: E402
 from workbench.runtimes import torch as torch_runners  # noqa: E402
 
@@ -49,15 +49,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         onnx = ort_runners.load_file(Path(task.convert(args.weights, Path(folder) / "m.onnx")), args.threads)
     onnx.check_inputs(tuple(i.name for i in INPUTS), "task.convert()")
+    feed = FeedSpec(INPUTS, vocab_size=model.embedding.num_embeddings)
     samples = data.synthetic(args.samples, seed=1234, max_len=256)
     batched_t, batched_o, single_t, single_o, exact = [], [], [], [], []
     for batch in data.batches(samples, max_batch=64):
-        feeds = data.feeds(batch.tokens, batch.mask, INPUTS)
+        feeds = feed.feeds(batch.tokens, batch.mask)
         batched_t.append(fp32.infer(feeds)[task.OUTPUT_NAME])
         exact.append(fp64.infer(feeds)[task.OUTPUT_NAME])
         batched_o.append(onnx.first_output(feeds))
         for row in range(len(batch.tokens)):  # tokens are [batch, length]: one row is one sample
-            one = data.feeds(batch.tokens[row : row + 1], batch.mask[row : row + 1], INPUTS)
+            one = feed.feeds(batch.tokens[row : row + 1], batch.mask[row : row + 1])
             single_t.append(fp32.infer(one)[task.OUTPUT_NAME])
             single_o.append(onnx.first_output(one))
     bt, bo, st, so, ex = (

@@ -10,16 +10,17 @@ timed from outside (start-up and imports count):
 
 Each is printed beside its target and beside Olive 0.13's figures for the same model on the same machine
 (measured earlier by hand, not by this script; shown only for recipes/int8.yaml, the model they are for),
-then the split the run's own report gives (metrics.json ``time``: total, validation, benchmarks).
+then the split the run's own report gives (metrics.json read through the run model, ``Run.time``: total,
+validation, benchmarks).
 Exits 1 if a run fails (its exit code and last lines of stderr are printed).
 Figures for ``--check-readme``: ``cold run (--force)``, ``unchanged rerun`` (seconds, timed from outside)
-and ``<run> report total|validation|benchmarks`` (seconds, from metrics.json).
+and ``<run> report total|validation|benchmarks`` (seconds, from metrics.json; none for a rerun that reused
+all the work, whose report keeps the split of the run that did it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import check_readme  # noqa: E402
 from workbench import recipe  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
+from workbench.results import Run, TimeSplit  # noqa: E402
 
 COLD, RERUN = "cold run (--force)", "unchanged rerun"
 RUNS = {COLD: ["--force"], RERUN: []}
@@ -55,6 +57,17 @@ def timed(recipe_path: Path, flags: list[str]) -> float:
     return seconds
 
 
+def split_row(name: str, split: TimeSplit, measured_s: float) -> tuple[str, dict[str, float]]:
+    """The split's line of the table, and its figures by part (none when the run reused an earlier run's work:
+    its report then keeps that run's split, not this process's)."""
+    if split.reused_from is not None:
+        return f"{name:<20} the report keeps the split of the run of {split.reused_from} (all reused)", {}
+    parts = {"total": split.total, "validation": split.validation, "benchmarks": split.benchmarks}
+    cells = [f"{seconds:7.1f} s" for seconds in parts.values()]
+    startup = measured_s - split.total
+    return f"{name:<20} {cells[0]:>9} {cells[1]:>11} {cells[2]:>11} {startup:7.1f} s", parts
+
+
 def _shown(path: Path) -> Path:
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
@@ -71,10 +84,10 @@ def main() -> int:
         raise SystemExit(f"error: {exc}") from None
     olive = recipe_path == OLIVE_RECIPE.resolve()
     measured: dict[str, float] = {}
-    split: dict[str, dict[str, float]] = {}
+    split: dict[str, TimeSplit] = {}
     for name, flags in RUNS.items():
         measured[name] = timed(recipe_path, flags)
-        split[name] = json.loads(report.read_text())["time"]
+        split[name] = Run.load(report.read_text()).time
     print(f"python -m workbench run {_shown(recipe_path)} --quiet, each a new process timed from outside:")
     olive_head = "Olive 0.13 (measured earlier)" if olive else "Olive 0.13: figures only for recipes/int8.yaml"
     print(f"\n{'run':<20} {'measured':>9}   {'target':<9} {'status':<7} {olive_head}")
@@ -85,10 +98,9 @@ def main() -> int:
         print(f"{name:<20} {seconds:7.1f} s   {target:<9} {status:<7} {versus}")
     print(f"\nsplit given by the report ({_shown(report)} time; start-up: measured minus the report's total):")
     print(f"{'run':<20} {'total':>9} {'validation':>11} {'benchmarks':>11} {'start-up':>9}")
-    for name, parts in split.items():
-        cells = [f"{parts.get(k, float('nan')):7.1f} s" for k in ("total", "validation", "benchmarks")]
-        startup = measured[name] - parts.get("total", float("nan"))
-        print(f"{name:<20} {cells[0]:>9} {cells[1]:>11} {cells[2]:>11} {startup:7.1f} s")
+    for name, time_split in split.items():
+        line, parts = split_row(name, time_split, measured[name])
+        print(line)
         measured.update({f"{name} report {k}": v for k, v in parts.items()})
     return check_readme.verify(measured) if args.check_readme else 0
 

@@ -6,14 +6,14 @@ Runs recipes/int8.yaml first (cached stages are reused; its own benchmarks are s
 PyTorch fp32, PyTorch dynamic int8 and the ONNX int8 artifact on onnxruntime (default session options,
 and the tuned ones when the tuning grid finds a faster identical configuration) side by side with the
 same threads and inputs, and prints each measured ratio beside its target. Size share and accuracy drop
-come from the int8 report's metrics.json. Figures for ``--check-readme``: the "target" column's names,
-with "onnx int8 tuned" read as "onnx int8" (so a name does not depend on whether tuning won).
+come from the int8 report's metrics.json, read through the run model (``workbench.results.Run``).
+Figures for ``--check-readme``: the "target" column's names, with "onnx int8 tuned" read as "onnx int8"
+(so a name does not depend on whether tuning won).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -26,13 +26,48 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import check_readme  # noqa: E402
 from workbench import recipe  # noqa: E402
 from workbench.model import torch_source  # noqa: E402
-from workbench.runtimes import REFERENCE, TORCH_INT8  # noqa: E402
+from workbench.results import Case, Run, Tuning  # noqa: E402
+from workbench.runtimes import ENGINES, REFERENCE, TORCH_INT8, Runner  # noqa: E402
 from workbench.runtimes import onnxruntime as ort_runners  # noqa: E402
 from workbench.runtimes import torch as torch_runners  # noqa: E402
 from workbench.timing import measure, tune  # noqa: E402
 
 STAGE = "quantize_dynamic"  # the int8 artifact: the recipe's last stage
 ONNX, TUNED = "onnx int8", "onnx int8 tuned"
+ENGINE = "onnxruntime"
+
+
+def from_report(run: Run) -> tuple[str, float, float]:
+    """The int8 artifact's file name, its size as a share of the exported fp32 file, and its accuracy drop."""
+    quant = run.record(STAGE)
+    check = next((c.check for c in quant.checks if c.engine == ENGINE), None)
+    if quant.artifact is None or quant.share_of_export is None or check is None:
+        raise SystemExit(f"{run.recipe}: stage {STAGE} has no artifact or no {ENGINE} check in its report")
+    return quant.artifact.file, quant.share_of_export, check.comparison.accuracy_drop
+
+
+def references(parsed: recipe.Recipe, threads: int) -> list[Runner]:
+    """PyTorch fp32 and PyTorch dynamic int8 of the recipe's model."""
+    source = torch_source(parsed)[0]
+    torch_runners.set_threads(threads)
+    names = (source.module, source.input_names, source.output_name)
+    return [torch_runners.fp32(REFERENCE, *names), torch_runners.dynamic_int8(TORCH_INT8, *names)]
+
+
+def tuned_runner(
+    parsed: recipe.Recipe, path: Path, case: Case, *, threads: int, budget_s: float
+) -> tuple[Tuning, Runner | None]:
+    """The engine's tuning grid on ``path`` at ``case``, and a runner named TUNED when a faster identical
+    configuration than the default won (else None)."""
+    engine = ENGINES[ENGINE]
+    assert engine.tuner is not None, f"{ENGINE} has no tuning hook"
+    params = next((r.params for r in parsed.runtimes if r.name == ENGINE), engine.params())
+    tuning = tune.tune(engine, params, path, STAGE, case, parsed.model.feed, threads=threads, budget_s=budget_s)
+    if tuning.best.options == tuning.default.options:
+        return tuning, None
+    runner = engine.tuner.load(path, params, threads, tuning.best.options)
+    runner.name = TUNED
+    return tuning, runner
 
 
 def main() -> int:
@@ -53,32 +88,20 @@ def main() -> int:
     if done.returncode != 0:
         raise SystemExit(f"workbench run {args.recipe} exited {done.returncode}: {done.stderr.strip()}")
     parsed = recipe.load(args.recipe)
-    metrics = json.loads((parsed.report_dir / "metrics.json").read_text())
-    int8_path = parsed.report_dir / f"{STAGE}.onnx"
-    inputs, vocab = parsed.model.inputs, parsed.model.vocab_size
-    source = torch_source(parsed)[0]
-    torch_runners.set_threads(args.threads)
-    names = (source.module, source.input_names, source.output_name)
-    contenders = [
-        torch_runners.fp32(REFERENCE, *names),
-        torch_runners.dynamic_int8(TORCH_INT8, *names),
-        ort_runners.load_file(int8_path, args.threads, name=ONNX),
-    ]
-    cases = [measure.Case("b1_l256", 1, 256), measure.Case("b64_l256", 64, 256)]
-    tuning = tune.tune(int8_path, STAGE, cases[0], inputs, threads=args.threads, vocab_size=vocab, budget_s=args.budget)
-    options = dict(tuning.best.options)
-    tuned = options != tuning.default.options
-    if tuned:
-        contenders.append(ort_runners.load_file(int8_path, options.pop("intra_op_num_threads"), options, name=TUNED))
+    file, share, drop = from_report(Run.load((parsed.report_dir / "metrics.json").read_text()))
+    int8_path = parsed.report_dir / file
+    feed = parsed.model.feed
+    contenders = references(parsed, args.threads) + [ort_runners.load_file(int8_path, args.threads, name=ONNX)]
+    cases = [Case(batch=1, length=256), Case(batch=64, length=256)]
+    tuning, tuned = tuned_runner(parsed, int8_path, cases[0], threads=args.threads, budget_s=args.budget)
+    contenders += [tuned] if tuned else []
     print(f"session tuning: best identical configuration {tuning.best.options} ({tuning.gain:.2f}x the default)")
-    timings = measure.run_cases(contenders, cases, inputs, vocab_size=vocab, budget_s=args.budget)
-    median = {(t.contender, t.case): t.median_ms for t in timings}
+    timings = measure.run_cases(contenders, cases, feed, budget_s=args.budget)
+    median = {(t.contender, t.case.name): t.median_ms for t in timings}
     print(f"{args.threads} threads, {args.budget:g} s per case; medians (ms):")
     for t in timings:
-        print(f"  {t.contender:<16} {t.case:<9} {t.median_ms:8.3f}  (p90 {t.p90_ms:.3f}, {t.runs} runs)")
+        print(f"  {t.contender:<16} {t.case.name:<9} {t.median_ms:8.3f}  (p90 {t.p90_ms:.3f}, {t.runs} runs)")
     best = TUNED if tuned else ONNX
-    quant = next(s for s in metrics["stages"] if s["stage"] == STAGE)
-    check = next(e["check"] for e in quant["engines"] if e["engine"] == "onnxruntime")
     rows = [
         (f"{best} vs pytorch fp32, b1 l256", median[(REFERENCE, "b1_l256")] / median[(best, "b1_l256")], ">=", 5.0),
         (f"{best} vs pytorch int8, b1 l256", median[(TORCH_INT8, "b1_l256")] / median[(best, "b1_l256")], ">=", 3.0),
@@ -88,8 +111,8 @@ def main() -> int:
             ">=",
             3.0,
         ),
-        ("int8 size as a share of fp32", quant["artifact"]["share_of_fp32"], "<=", 0.26),
-        ("accuracy drop vs pytorch fp32, points", 100 * check["accuracy_drop"], "<=", 0.5),
+        ("int8 size as a share of fp32", share, "<=", 0.26),
+        ("accuracy drop vs pytorch fp32, points", 100 * drop, "<=", 0.5),
     ]
     print("\ntarget                                              measured   target   status")
     for name, value, op, target in rows:
