@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -119,8 +120,13 @@ def test_a_bad_recipe_or_type_stops_the_sweep_before_any_task(tmp_path, capsys):
     assert main(["sweep", str(paths[0]), str(tmp_path / "project/bad.yaml"), "--no-bench"]) == 2
     assert main(["sweep", str(paths[0]), "--machines", "avx2,avx3"]) == 2
     assert main(["sweep", str(paths[0]), str(paths[0]), "--no-bench"]) == 2
+    with socket.socket() as probe:  # a port nothing listens on: Ray itself would wait minutes for it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["sweep", str(paths[0]), "--ray", f"127.0.0.1:{port}"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 3 and "bad.yaml" in errors[0] and "'avx3'" in errors[1] and "same report folder" in errors[2]
+    assert len(errors) == 4 and "bad.yaml" in errors[0] and "'avx3'" in errors[1] and "same report folder" in errors[2]
+    assert errors[3] == f"error: --ray 127.0.0.1:{port}: no Ray cluster answers there (Connection refused)"
     assert not (tmp_path / "project/reports").exists(), "nothing ran"
 
 

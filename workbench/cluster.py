@@ -45,12 +45,24 @@ def connect(address: str) -> bool:
     ray = _ray()
     if ray.is_initialized():
         return False
+    _reachable(address)
     try:
         ray.init(address=address, log_to_driver=False, logging_level="WARNING", configure_logging=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--ray {address}: cannot join a Ray cluster: {first} (start one with `ray start --head`)") from None
     return True
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``host:port`` that nothing answers on is one line now (Ray itself waits minutes for it)."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
 
 
 def disconnect() -> None:

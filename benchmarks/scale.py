@@ -1,0 +1,117 @@
+"""Time and peak memory of validation as the evaluation set grows: ``run RECIPE --no-bench`` at 2k, 8k and 32k samples.
+
+Each size is a copy of the recipe in a temporary folder (its ``root`` pointing back at the project, its reports and
+cache in the temporary folder) with ``data.synthetic.size`` changed, run as a child process; its peak RSS is the
+child's own ``ru_maxrss`` (``os.wait4``). A first run at a small size fills the stage entries (export, simplify,
+optimize, quantize do not depend on the set), so the measured runs compute the reference and every check on the
+whole set and nothing else changes between them. Prints each size beside the targets of issue 17: RSS at the largest
+size within 10% of RSS at the smallest, and time linear in the samples: a fixed start-up cost plus a constant cost
+per added sample (the marginal seconds per 1,000 samples, size to size, agree within 25%). Timings are wall times:
+run it on a quiet machine (the load average is printed).
+
+    python benchmarks/scale.py [--recipe recipes/int8.yaml] [--sizes 2000 8000 32000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RSS_TARGET = 1.10  # peak RSS at the largest size over the smallest's
+LINEAR_WITHIN = 1.25  # the largest marginal cost (seconds per added sample, size to size) over the smallest
+WARM_SIZE = 100
+
+
+class Measured(NamedTuple):
+    samples: int
+    seconds: float  # wall time of the child, start to exit
+    validation: float  # what the report says validation took
+    peak_rss_mb: float
+    exit_code: int
+
+
+def sized_recipe(recipe: Path, samples: int, folder: Path) -> Path:
+    """A copy of ``recipe`` with ``samples`` synthetic samples, its root the project, its reports and cache in ``folder``."""
+    document = yaml.safe_load(recipe.read_text())
+    synthetic = (document.get("data") or {}).get("synthetic")
+    if synthetic is None:
+        raise SystemExit(f"{recipe}: needs a synthetic data set (data.synthetic) to resize")
+    synthetic["size"] = samples
+    document["root"] = str((recipe.parent / document.get("root", ".")).resolve())
+    document["name"] = f"{document.get('name', recipe.stem)}_{samples}"
+    document["reports"] = str(folder / "reports")
+    document["cache"] = str(folder / "cache")
+    path = folder / f"{document['name']}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def measure(recipe: Path, threads: int | None) -> Measured:
+    """Run ``workbench run RECIPE --no-bench --quiet`` in a child process: wall time and the child's peak RSS."""
+    from workbench import recipe as recipes
+    from workbench.results import Run
+
+    command = [sys.executable, "-m", "workbench", "run", str(recipe), "--no-bench", "--quiet"]
+    command += ["--threads", str(threads)] if threads else []
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    parsed = recipes.load(recipe)
+    run = Run.load((parsed.report_dir / "metrics.json").read_text())
+    samples = parsed.settings.data.synthetic.size
+    return Measured(samples, seconds, run.time.validation, usage.ru_maxrss / 1024, child.returncode)
+
+
+def show(rows: list[Measured]) -> None:
+    first, last = rows[0], rows[-1]
+    print(f"{'samples':>8} {'seconds':>8} {'validation s':>13} {'s / 1k samples':>15} {'peak RSS MB':>12} {'RSS / first':>12}")
+    for m in rows:
+        print(f"{m.samples:>8,} {m.seconds:>8.1f} {m.validation:>13.1f} {1000 * m.seconds / m.samples:>15.2f} "
+              f"{m.peak_rss_mb:>12.0f} {m.peak_rss_mb / first.peak_rss_mb:>12.2f}" + ("" if m.exit_code == 0 else f"  exit {m.exit_code}"))
+    rss = last.peak_rss_mb / first.peak_rss_mb
+    print(f"peak RSS at {last.samples:,} / at {first.samples:,}: {rss:.2f} "
+          f"(target <= {RSS_TARGET:.2f}: {'met' if rss <= RSS_TARGET else 'NOT met'})")
+    marginal = [1000 * (b.seconds - a.seconds) / (b.samples - a.samples) for a, b in zip(rows, rows[1:])]
+    print("marginal seconds per 1k samples between sizes: " + ", ".join(f"{m:.2f}" for m in marginal))
+    if len(marginal) >= 2 and min(marginal) > 0:
+        spread = max(marginal) / min(marginal)
+        print(f"largest / smallest marginal cost: {spread:.2f} "
+              f"(linear: <= {LINEAR_WITHIN:.2f}: {'met' if spread <= LINEAR_WITHIN else 'NOT met'})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes/int8.yaml")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000, 32000])
+    parser.add_argument("--threads", type=int, default=None, help="threads for every engine (default: the recipe's)")
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    with tempfile.TemporaryDirectory(prefix="wb-scale-") as tmp:
+        folder = Path(tmp)
+        warm = measure(sized_recipe(args.recipe, WARM_SIZE, folder), args.threads)
+        print(f"warm-up at {WARM_SIZE} samples (fills the stage entries): {warm.seconds:.1f} s, "
+              f"{warm.peak_rss_mb:.0f} MB", flush=True)
+        rows = []
+        for size in sorted(args.sizes):
+            rows.append(measure(sized_recipe(args.recipe, size, folder), args.threads))
+            print(f"  {size:,} samples: {rows[-1].seconds:.1f} s, {rows[-1].peak_rss_mb:.0f} MB", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    show(rows)
+    return 0 if all(m.exit_code == 0 for m in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
