@@ -56,7 +56,7 @@ def _figures(run: Run) -> dict[str, dict[str, float | None]]:
     for s in run.stages:
         art = s.artifact
         for c in s.checks:
-            comparison = c.check.comparison if c.check else None
+            comparison = c.check.comparison if c.check is not None else None
             out[c.row] = {
                 "bytes": art.bytes if art else None,
                 "of export": s.share_of_export,

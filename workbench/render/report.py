@@ -45,7 +45,7 @@ def summary_rows(run: Run) -> list[list[str]]:
         if not s.checks:
             rows.append([s.stage, *size, "-", "-", "-", "-", "-", "FAILED", "-"])
         for c in s.checks:
-            comparison = c.check.comparison if c.check else None
+            comparison = c.check.comparison if c.check is not None else None
             rows.append(
                 [
                     c.row,
@@ -56,7 +56,7 @@ def summary_rows(run: Run) -> list[list[str]]:
                     pct(comparison and comparison.agreement),
                     pct(comparison and comparison.accuracy),
                     verdict(c, cached=s.cached and c.cached),
-                    f"{s.precision}: {c.check.rule}" if c.check else "-",
+                    f"{s.precision}: {c.check.rule}" if c.check is not None else "-",
                 ]
             )
     return rows
@@ -122,7 +122,7 @@ def _padding(run: Run) -> list[str]:
              "passed" if ref.padding.passed else "FAILED", ref.padding.rule]]
     for s in run.stages:
         for c in s.checks:
-            if c.padding:
+            if c.padding is not None:
                 p = c.padding
                 outcome = "passed" if p.passed else "FAILED: " + "; ".join(p.failures)
                 rows.append([c.row, sci(p.comparison.max_abs_error), pct(p.comparison.agreement), outcome,
@@ -209,7 +209,7 @@ def _stage_section(s: StageRecord, before: dict[str, int]) -> list[str]:
             "engine's outputs and timings are those of that stage, computed once"
         )
     for c in s.checks:
-        if c.check:
+        if c.check is not None:
             parts.append(
                 f"- {c.row}: ran as {c.precision}; rule: {c.check.rule}; "
                 f"accuracy drop {100 * c.check.comparison.accuracy_drop:.2f} points"
