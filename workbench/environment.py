@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from workbench.results import Environment
 
 
+TIMING_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "KMP_BLOCKTIME")
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript", "numpy", "transformers")
 
 
@@ -57,6 +58,7 @@ def snapshot(threads: int, runtimes: tuple[RuntimeConfig, ...]) -> Environment:
         cores=int(box["cores"]),
         threads=threads,
         platform=platform.platform(),
+        timing_settings={name: os.environ[name] for name in TIMING_VARIABLES if name in os.environ},
     )
 
 

@@ -199,6 +199,11 @@ class StageRecord(Record):
     def passed(self) -> bool:
         return self.error is None and bool(self.ran) and all(c.passed for c in self.checks)
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def verdict(self) -> str:
+        return "passed" if self.passed else "FAILED"
+
     @property
     def ran(self) -> tuple[EngineCheck, ...]:
         """The engines that ran the artifact (not refused)."""
@@ -271,7 +276,8 @@ class Timing(Record):
 
 
 class Ratio(Record):
-    """A speed-up with its interval: ``value`` = baseline median / contender median."""
+    """A speed-up with its 95% interval (a paired bootstrap over the interleaved blocks): ``value`` = baseline
+    median / contender median."""
 
     value: float
     low: float | None = None
@@ -279,10 +285,44 @@ class Ratio(Record):
 
     @property
     def distinguishable(self) -> bool | None:
-        """Whether the interval excludes 1 (None without an interval)."""
+        """Whether the interval excludes 1 and the 2% band around it (None without an interval)."""
         if self.low is None or self.high is None:
             return None
-        return self.low > 1 or self.high < 1
+        from workbench.timing.stats import MARGIN
+
+        return self.low > 1 + MARGIN or self.high < 1 - MARGIN
+
+    def __str__(self) -> str:
+        interval = f" [{self.low:.2f}-{self.high:.2f}]" if self.low is not None and self.high is not None else ""
+        return f"{self.value:.2f}x{interval}"
+
+
+class Speedup(Ratio):
+    """How many times faster ``row`` ran than ``baseline`` at ``case``, timed side by side."""
+
+    row: str
+    baseline: str
+    case: Case
+
+
+class Load(Record):
+    """How busy the machine was while a case was timed: other processes' CPU and a reference workload's drift."""
+
+    case: Case | None = None
+    quiet: bool
+    other_cpu_share: float  # cores other processes used, on average
+    reference_drift: float  # the reference workload's upper-quartile block over its quiet time (1.0 = quiet)
+    reason: str
+
+
+class FastestAt(Record):
+    """The fastest row at a case, claimed only when its interval against the runner-up excludes a tie."""
+
+    case: Case
+    winner: str | None  # None: not distinguishable from the runner-up
+    runner_up: str | None
+    lead: Ratio | None  # the runner-up's median over the leader's
+    tied: tuple[str, ...] = ()
 
 
 class Contender(Record):
@@ -301,6 +341,7 @@ class Trial(Record):
     label: str  # the options in the report's words
     median_ms: float
     identical: bool  # outputs bit-identical to the default configuration's
+    block_medians_ms: tuple[float, ...] = ()
 
 
 class Tuning(Record):
@@ -309,7 +350,10 @@ class Tuning(Record):
     stage: str
     case: Case
     trials: tuple[Trial, ...]  # the default configuration first
-    chosen: int  # index into trials
+    chosen: int  # index into trials: the default unless another is faster beyond its interval, on a quiet machine
+    gain_interval: Ratio | None = None  # the fastest identical trial over the default
+    load: Load | None = None
+    claim: str = ""  # why the chosen trial was chosen, in the report's words
 
     @property
     def default(self) -> Trial:
@@ -346,6 +390,9 @@ class Bench(Record):
     chart_rows: dict[str, str] = {}  # row -> label in the length chart
     tunings: tuple[Tuning, ...] = ()  # per engine with a tuning hook: its final artifact
     profiles: tuple[Profile, ...] = ()  # per engine with a profiler: its final artifact
+    speedups: tuple[Speedup, ...] = ()  # every row over each PyTorch reference at every case, with intervals
+    fastest: tuple[FastestAt, ...] = ()
+    loads: tuple[Load, ...] = ()  # one per case timed
     measured_at: str
     measure_seconds: float
     cached: bool = False
@@ -354,14 +401,36 @@ class Bench(Record):
         return next((t for t in self.timings if t.contender == row and t.case == case), None)
 
     def speedup(self, row: str, case: Case, baseline: str = REFERENCE) -> Ratio | None:
+        """``baseline``'s median over ``row``'s at ``case``, with its interval."""
+        stored = next((s for s in self.speedups if (s.row, s.case, s.baseline) == (row, case, baseline)), None)
+        if stored is not None:
+            return stored
         base, this = self.timing(baseline, case), self.timing(row, case)
         if base is None or this is None:
             return None
-        return Ratio(value=base.median_ms / this.median_ms)
+        return ratio(base, this)
+
+    @property
+    def quiet(self) -> bool:
+        return all(load.quiet for load in self.loads)
+
+    @property
+    def busy_reasons(self) -> tuple[str, ...]:
+        return tuple(f"{load.case}: {load.reason}" if load.case else load.reason for load in self.loads if not load.quiet)
 
     @property
     def rows(self) -> tuple[str, ...]:
         return tuple(c.row for c in self.contenders)
+
+
+def ratio(base: Timing, this: Timing) -> Ratio:
+    """``base``'s median over ``this``'s, with the paired bootstrap interval over their blocks when both have them."""
+    if not base.block_medians_ms or not this.block_medians_ms:
+        return Ratio(value=base.median_ms / this.median_ms)
+    from workbench.timing.stats import ratio_interval
+
+    interval = ratio_interval(base.block_medians_ms, this.block_medians_ms)  # value: the ratio of block medians
+    return Ratio(value=interval.estimate, low=interval.low, high=interval.high)
 
 
 # ---- the run ------------------------------------------------------------------------------------------------
@@ -373,6 +442,7 @@ class Environment(Record):
     cores: int
     threads: int
     platform: str
+    timing_settings: dict[str, str] = {}  # environment variables that change how engines wait and spin
 
 
 class RuntimeInfo(Record):

@@ -63,8 +63,10 @@ def bench_files(
         contenders.append(Contender(row=runner.name, engine=engine, stage=path.stem,
                                     precision=INT8 if quantized else FP32, ran_as=runner.precision))
     cases = suite.cases(spec)
-    timings = measure.run_cases(runners, cases, feed, budget_s=spec.budget_seconds)
+    timings, loads = measure.run_cases(runners, cases, feed, budget_s=spec.budget_seconds, threads=threads)
     return Bench(
+        loads=tuple(loads),
+        fastest=tuple(suite.fastest_at(timings, case) for case in cases),
         threads=threads,
         budget_seconds=spec.budget_seconds,
         cases=tuple(cases),
@@ -110,7 +112,11 @@ def main(args: argparse.Namespace) -> int:
                         references=references)
     baseline = bench.contenders[0].row
     header, rows = speed.rows(bench, baseline=baseline)
-    Console().print(terminal.table(header, rows, f"{threads} threads; x: {baseline}'s median over each row's"))
+    console = Console()
+    for part in terminal.tables(header, rows, f"{threads} threads; x: {baseline}'s median over each row's", console.width):
+        console.print(part)
+    for line in speed.load_lines(bench):
+        console.print(line.replace("**", ""), soft_wrap=True)
     return 0
 
 

@@ -123,7 +123,8 @@ def main(args: argparse.Namespace) -> int:
     from workbench.render import terminal
 
     console = Console()
-    console.print(terminal.table(header, rows, "compare"))
+    for part in terminal.tables(header, rows, "compare", console.width):
+        console.print(part)
     for note in notes:
         console.print(f"- {note}", soft_wrap=False)
     return 0

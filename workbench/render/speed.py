@@ -8,8 +8,9 @@ from workbench.runtimes import REFERENCE, TORCH_INT8
 
 LEGEND = (
     "`b1 l256`: batch 1, sequence length 256. Latency columns: median (90th percentile) milliseconds per call; "
-    "the throughput column: samples per second (higher is better). `x PyTorch fp32`: PyTorch fp32's median over "
-    "the row's, at the same case (above 1: faster than PyTorch). `ran as`: the precision the engine ran."
+    "the throughput column: samples per second (higher is better). `x PyTorch fp32`: how many times faster than "
+    "PyTorch fp32 at the same case (its median block time over the row's; above 1: faster), with the 95% interval "
+    "of a paired bootstrap over the interleaved blocks in brackets. `ran as`: the precision the engine ran."
 )
 
 
@@ -22,10 +23,32 @@ def _cell(bench: Bench, row: str, case: Case) -> str:
 
 def _ratio(bench: Bench, row: str, case: Case, baseline: str) -> str:
     r = bench.speedup(row, case, baseline)
-    if r is None:
-        return "-"
-    interval = f" [{r.low:.2f}-{r.high:.2f}]" if r.low is not None and r.high is not None else ""
-    return f"{r.value:.2f}x{interval}"
+    return "-" if r is None else str(r)
+
+
+def load_lines(bench: Bench) -> list[str]:
+    """The machine's load while timing, said first: figures taken under load are flagged, not cached, not tuned on."""
+    if bench.quiet:
+        worst = max((load.other_cpu_share for load in bench.loads), default=0.0)
+        return [f"The machine was quiet while timing (other processes used at most {worst:.2f} cores in any case)."]
+    return [
+        "**The machine was busy while timing: these figures are not reliable.** They were not cached (the next run "
+        "measures again) and no tuning choice was saved. What showed it:",
+        "",
+        *[f"- {reason}" for reason in bench.busy_reasons],
+    ]
+
+
+def _fastest(bench: Bench, case: Case) -> str:
+    found = next((f for f in bench.fastest if f.case == case), None)
+    if found is None:
+        return ""
+    if found.winner is None:
+        return f"- fastest at {case}: not distinguishable between {', '.join(found.tied)} ({found.lead})"
+    t = bench.timing(found.winner, case)
+    figure = "" if t is None else (f"{t.median_ms:.2f} ms median" if case.batch == 1 else f"{t.samples_per_s:.0f} samples/s")
+    lead = f", {found.lead} faster than {found.runner_up}" if found.runner_up else ""
+    return f"- fastest at {case}: **{found.winner}** ({figure}{lead})"
 
 
 def rows(bench: Bench, baseline: str = REFERENCE) -> tuple[list[str], list[list[str]]]:
@@ -67,6 +90,8 @@ def section(run: Run, charts: dict[str, str]) -> list[str]:
     parts = [
         "## Speed",
         "",
+        *load_lines(bench),
+        "",
         when + f"Every contender ran with {bench.threads} threads on the same seeded inputs, timed in alternating "
         f"blocks in this run ({runs[0]}-{runs[-1]} timed runs each after untimed warm-up calls, up to "
         f"{bench.budget_seconds:g} s per case).",
@@ -79,14 +104,13 @@ def section(run: Run, charts: dict[str, str]) -> list[str]:
     for c in bench.contenders:
         if c.same_as:
             parts.append(f"- {c.row}: the same graph as {c.same_as} on the same engine: timed once, shown on both rows")
-    for case in bench.cases:
-        timed = [t for t in bench.timings if t.case == case]
-        best = min(timed, key=lambda t: t.median_ms)
-        figure = f"{best.median_ms:.2f} ms median" if case.batch == 1 else f"{best.samples_per_s:.0f} samples/s"
-        parts.append(f"- fastest at {case}: **{best.contender}** ({figure})")
+    parts += [line for line in (_fastest(bench, case) for case in bench.cases) if line]
     parts.append("")
     if unstable:
-        parts += [f"Medians not yet stable within 2% when the budget ran out: {', '.join(unstable)}.", ""]
+        parts += [
+            f"Not stable (blocks that disagree, or the reference workload slowed in their turns): {', '.join(unstable)}.",
+            "",
+        ]
     for title, name in charts.items():
         parts += [f"![{title}]({name})", ""]
     for tuning in bench.tunings:
@@ -98,7 +122,7 @@ def section(run: Run, charts: dict[str, str]) -> list[str]:
 def _tuning(bench: Bench, tuning: Tuning) -> list[str]:
     rows = [
         [trial.label, f"{trial.median_ms:.3f}", "yes" if trial.identical else "no",
-         "chosen" if i == tuning.chosen else ("default" if i == 0 else "")]
+         ", ".join(w for w, on in (("default", i == 0), ("chosen", i == tuning.chosen)) if on)]
         for i, trial in enumerate(tuning.trials)
     ]
     table_figure = bench.timing(tuning.row, tuning.case)
@@ -109,12 +133,18 @@ def _tuning(bench: Bench, tuning: Tuning) -> list[str]:
         if table_figure is not None
         else ""
     )
+    quiet = tuning.load is None or tuning.load.quiet
+    saved = (
+        f"saved beside the artifact as `{tuning.stage}.onnx.session.json` (load it with "
+        "`workbench.runtimes.load_tuned(path)`)"
+        if quiet
+        else "not saved"
+    )
     return [
         f"### Tuning ({tuning.row}, {tuning.case})",
         "",
-        f"Fastest option set with outputs identical to the default: {tuning.gain:.2f}x the default's speed; saved "
-        f"beside the artifact as `{tuning.stage}.onnx.session.json` (load it with "
-        f"`workbench.runtimes.load_tuned(path)`).{differ}",
+        f"Chosen: {tuning.claim}; {saved}. A trial is chosen over the default only when its outputs are identical "
+        f"and its speed-up's interval excludes a tie, on a quiet machine.{differ}",
         "",
         table(["options", "median ms", "identical outputs", ""], rows),
         "",

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from workbench.feeds import Feeds, FeedSpec
-from workbench.results import Case, Timing
+from workbench.results import Case, Load, Timing
+from workbench.timing import load, stats
 from workbench.runtimes import Runner
 
 WARMUP = 1  # untimed calls before the first turn (each block adds one more, see measure)
 MIN_RUNS = 6
-BLOCKS = 3  # at least three turns each, so slow drifts of the machine fall on every contender
+BLOCKS = 6  # at least six turns each: slow drifts fall on every contender, and the bootstrap over blocks holds
+# its 95% level (3 blocks covered the true ratio 75% of the time in a simulation, 6-8 blocks 93-95%)
 MIN_BLOCK_RUNS = 2
 MAX_BLOCK_RUNS = 10_000
 SETTLE_S = 0.02  # pause between blocks: lets the last contender's spinning worker threads go to sleep
@@ -32,13 +35,16 @@ def measure(
     *,
     budget_s: float,
     on_block: Callable[[str], None] | None = None,
+    always: Sequence[Runner] = (),
 ) -> list[Timing]:
     """Time every runner on ``feeds`` in turns of short blocks until all medians are stable or the budget is spent.
 
     Each block starts with a short pause and one untimed call, which absorb what the previous contender
     left behind (onnxruntime's and OpenMP's spinning worker threads, cold caches). After the first
     ``BLOCKS`` turns a contender whose median is stable takes no more turns: the budget goes to the others.
+    ``always`` are among the contenders and take every turn (the reference workload that shows the machine's load).
     """
+    keep = {c.name for c in always}
     for contender in contenders:
         for _ in range(WARMUP):
             contender.infer(feeds)
@@ -69,7 +75,9 @@ def measure(
         if rounds >= BLOCKS:
             if time.perf_counter() > deadline:
                 break
-            active = [c for c in active if not _stable(samples[c.name])]
+            active = [c for c in active if c.name in keep or not _stable(samples[c.name])]
+            if all(c.name in keep for c in active):
+                break
     return [_timing(c.name, case, samples[c.name], blocks[c.name], _stable(samples[c.name])) for c in contenders]
 
 
@@ -97,17 +105,66 @@ def _timing(name: str, case: Case, runs: list[float], blocks: list[float], stabl
     )
 
 
+@dataclass(frozen=True)
+class CaseTiming:
+    """One case's timings, the reference workload's block medians beside them, and how busy the machine was."""
+
+    timings: list[Timing]
+    load: Load
+
+
+def measure_case(
+    contenders: Sequence[Runner],
+    case: Case,
+    feeds: Feeds,
+    *,
+    budget_s: float,
+    threads: int,
+    on_block: Callable[[str], None] | None = None,
+) -> CaseTiming:
+    """``measure`` with a reference workload in every turn and the machine's CPU watched: a contender is stable only
+    when its blocks agree with each other and the reference kept its quiet speed in its turns."""
+    probe = load.ReferenceWorkload(threads=threads)
+    try:
+        quiet_s = probe.calibrate()
+        with load.Monitor() as monitor:
+            timed = measure([*contenders, probe], case, feeds, budget_s=budget_s, on_block=on_block, always=[probe])
+        reference = [t for t in timed if t.contender == probe.name][0].block_medians_ms
+        quiet_s = min(quiet_s, min(reference) / 1000)
+    finally:
+        probe.close()
+    assert monitor.report is not None
+    verdict = load.verdict(monitor.report, [b / 1000 for b in reference], quiet_reference_s=quiet_s)
+    timings = []
+    for t in (t for t in timed if t.contender != probe.name):
+        steady = stats.stability(t.block_medians_ms, reference, quiet_reference_s=1000 * quiet_s)
+        timings.append(t.model_copy(update={"stable": t.stable and steady.stable}))
+    figures = Load(
+        case=case,
+        quiet=verdict.quiet,
+        other_cpu_share=verdict.other_cpu_share,
+        reference_drift=verdict.reference_drift,
+        reason=verdict.reason,
+    )
+    return CaseTiming(timings, figures)
+
+
 def run_cases(
     contenders: Sequence[Runner],
     cases: Sequence[Case],
     feed: FeedSpec,
     *,
     budget_s: float,
+    threads: int,
     on_block: Callable[[Case, str], None] | None = None,
-) -> list[Timing]:
-    """Every case in turn, each on seeded inputs of its shape (``FeedSpec.random``)."""
-    timings = []
+) -> tuple[list[Timing], list[Load]]:
+    """Every case in turn, each on seeded inputs of its shape (``FeedSpec.random``), with the machine watched."""
+    timings, loads = [], []
     for case in cases:
         note = (lambda name, c=case: on_block(c, name)) if on_block else None
-        timings += measure(contenders, case, feed.random(case.batch, case.length), budget_s=budget_s, on_block=note)
-    return timings
+        result = measure_case(
+            contenders, case, feed.random(case.batch, case.length), budget_s=budget_s, threads=threads, on_block=note
+        )
+        timings += result.timings
+        loads.append(result.load)
+    return timings, loads

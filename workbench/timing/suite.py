@@ -20,10 +20,12 @@ from workbench import __version__, environment, ops
 from workbench.context import RunContext
 from workbench.precision import FP32, INT8, Precision
 from workbench.recipe import BenchSpec
-from workbench.results import Bench, Case, Contender, Profile, StageRecord, Tuning
+from workbench.results import (
+    Bench, Case, Contender, FastestAt, Profile, Ratio, Speedup, StageRecord, Timing, Tuning, ratio,
+)
 from workbench.runtimes import ENGINES, REFERENCE, TORCH, TORCH_INT8, EngineParams, NotApplicable, Runner
 from workbench.store.files import key
-from workbench.timing import measure, tune
+from workbench.timing import measure, stats, tune
 
 
 @dataclass(frozen=True)
@@ -92,15 +94,19 @@ def _targets(ctx: RunContext) -> list[Case]:
 
 
 def cached(ctx: RunContext, planned: Sequence[Planned], *, force: bool) -> Bench:
-    """The stored suite for these contenders, or the suite measured now and stored."""
+    """The stored suite for these contenders, or the suite measured now; stored only when the machine was quiet
+    throughout (figures taken under load are shown, flagged, and measured again by the next run)."""
     spec = ctx.recipe.settings.bench
-
-    def fill(scratch: Path, _: dict[str, Any]) -> None:
-        (scratch / "bench.json").write_text(measure_suite(planned, spec, ctx).model_dump_json())
-
-    folder, _, was_cached = ctx.cache.fetch(suite_key(planned, spec, ctx.threads, _targets(ctx)), fill, force=force)
-    bench = Bench.model_validate_json((folder / "bench.json").read_text())
-    return bench.model_copy(update={"cached": was_cached})
+    entry = suite_key(planned, spec, ctx.threads, _targets(ctx))
+    hit = None if force else ctx.cache.get(entry)
+    if hit is not None:
+        bench = Bench.model_validate_json((hit[0] / "bench.json").read_text())
+        return bench.model_copy(update={"cached": True})
+    bench = measure_suite(planned, spec, ctx)
+    if bench.quiet:
+        with ctx.cache.put(entry, replace=force) as (scratch, _):
+            (scratch / "bench.json").write_text(bench.model_dump_json())
+    return bench
 
 
 def measure_suite(planned: Sequence[Planned], spec: BenchSpec, ctx: RunContext) -> Bench:
@@ -119,16 +125,17 @@ def measure_suite(planned: Sequence[Planned], spec: BenchSpec, ctx: RunContext) 
     timed_cases = cases(spec, _targets(ctx))
     headline = Case(batch=1, length=max(spec.latency_lengths))
     on_block = lambda c, name: say(f"{c}: {name}")  # noqa: E731
-    timings = measure.run_cases([runners[p.row] for p in timed], timed_cases, feed,
-                                budget_s=spec.budget_seconds, on_block=on_block)
+    timings, loads = measure.run_cases([runners[p.row] for p in timed], timed_cases, feed,
+                                       budget_s=spec.budget_seconds, threads=ctx.threads, on_block=on_block)
     for alias in (p for p in planned if p.same_as is not None and p.same_as in runners):
         timings += [t.model_copy(update={"contender": alias.row}) for t in timings if t.contender == alias.same_as]
     chart = _chart_rows(timed)
-    by_length = measure.run_cases(
+    by_length, chart_loads = measure.run_cases(
         [runners[p.row] for p in chart],
         [Case(batch=1, length=n) for n in spec.chart_lengths if n not in spec.latency_lengths],
         feed,
         budget_s=spec.budget_seconds,
+        threads=ctx.threads,
         on_block=lambda c, name: say(f"chart {c}: {name}"),
     )
     chart_rows = {p.row: p.row if p.stage is None else f"{p.row} ({p.precision})" for p in chart}
@@ -146,7 +153,11 @@ def measure_suite(planned: Sequence[Planned], spec: BenchSpec, ctx: RunContext) 
         for p in planned
         if (p.same_as or p.row) in runners
     )
+    rows = [p.row for p in planned if (p.same_as or p.row) in runners]
     return Bench(
+        speedups=speedups(timings, rows, timed_cases),
+        fastest=tuple(fastest_at(timings, case) for case in timed_cases),
+        loads=tuple(loads + chart_loads),
         threads=ctx.threads,
         budget_seconds=spec.budget_seconds,
         cases=tuple(timed_cases),
@@ -160,6 +171,32 @@ def measure_suite(planned: Sequence[Planned], spec: BenchSpec, ctx: RunContext) 
         measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         measure_seconds=time.perf_counter() - started,
     )
+
+
+def speedups(timings: Sequence[Timing], rows: Sequence[str], cases: Sequence[Case]) -> tuple[Speedup, ...]:
+    """Every row over each PyTorch reference at every case, each with its paired-bootstrap interval."""
+    by = {(t.contender, t.case): t for t in timings}
+    out = []
+    for baseline in (REFERENCE, TORCH_INT8):
+        for case in cases:
+            base = by.get((baseline, case))
+            for row in rows:
+                this = by.get((row, case))
+                if base is not None and this is not None:
+                    found = ratio(base, this)
+                    out.append(Speedup(row=row, baseline=baseline, case=case, **found.model_dump()))
+    return tuple(out)
+
+
+def fastest_at(timings: Sequence[Timing], case: Case) -> FastestAt:
+    """The fastest row at ``case``, or the rows it cannot be told apart from (aliases of one graph count once)."""
+    blocks: dict[str, tuple[float, ...]] = {}
+    for t in timings:
+        if t.case == case and t.block_medians_ms not in blocks.values():
+            blocks[t.contender] = t.block_medians_ms
+    found = stats.fastest(blocks)
+    lead = Ratio(value=found.lead.estimate, low=found.lead.low, high=found.lead.high) if found.lead else None
+    return FastestAt(case=case, winner=found.winner, runner_up=found.runner_up, lead=lead, tied=found.tied)
 
 
 def _chart_rows(timed: Sequence[Planned]) -> list[Planned]:

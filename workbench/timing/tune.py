@@ -14,15 +14,33 @@ from pathlib import Path
 import numpy as np
 
 from workbench.feeds import FeedSpec
-from workbench.results import Case, Trial, Tuning
+from workbench.results import Case, Load, Ratio, Trial, Tuning
 from workbench.runtimes import EngineParams, EngineSpec, NotApplicable, Runner, row_name, tuned_path
 from workbench.store.files import write_atomic
-from workbench.timing import measure
+from workbench.timing import measure, stats
 
 
 def choose(trials: Sequence[Trial]) -> int:
     """The index of the fastest trial whose outputs are identical to the default's (the first trial)."""
     return min((i for i, t in enumerate(trials) if t.identical), key=lambda i: trials[i].median_ms)
+
+
+def decide(trials: Sequence[Trial], quiet: Load) -> tuple[int, Ratio | None, str]:
+    """The trial to keep: the fastest identical one only when it beats the default beyond its interval and the
+    machine was quiet; else the default. With the interval, and the reason in words."""
+    best = choose(trials)
+    if best == 0:
+        return 0, None, "the default configuration was the fastest with identical outputs"
+    default, fastest = trials[0], trials[best]
+    gain = Ratio(value=default.median_ms / fastest.median_ms)
+    if default.block_medians_ms and fastest.block_medians_ms:
+        interval = stats.ratio_interval(default.block_medians_ms, fastest.block_medians_ms)
+        gain = Ratio(value=interval.estimate, low=interval.low, high=interval.high)
+    if not quiet.quiet:
+        return 0, gain, f"nothing chosen: the machine was busy while tuning ({quiet.reason})"
+    if not gain.distinguishable:
+        return 0, gain, f"default kept: {fastest.label} is not distinguishable from it ({gain})"
+    return best, gain, f"{fastest.label}: {gain} the default's speed"
 
 
 def identical_to_first(runners: Sequence[Runner], feed: FeedSpec) -> list[bool]:
@@ -58,18 +76,38 @@ def tune(
         configs.append(options)
         runners.append(runner)
     identical = identical_to_first(runners, feed)
-    timings = measure.measure(runners, case, feed.random(case.batch, case.length), budget_s=budget_s)
+    timed = measure.measure_case(
+        runners, case, feed.random(case.batch, case.length), budget_s=budget_s, threads=threads
+    )
     trials = tuple(
-        Trial(options=options, label=spec.tuner.label(options), median_ms=t.median_ms, identical=same)
-        for options, t, same in zip(configs, timings, identical)
+        Trial(
+            options=options,
+            label=spec.tuner.label(options),
+            median_ms=t.median_ms,
+            identical=same,
+            block_medians_ms=t.block_medians_ms,
+        )
+        for options, t, same in zip(configs, timed.timings, identical)
     )
+    chosen, gain, claim = decide(trials, timed.load)
     return Tuning(
-        row=row_name(spec.name, stage), engine=spec.name, stage=stage, case=case, trials=trials, chosen=choose(trials)
+        row=row_name(spec.name, stage),
+        engine=spec.name,
+        stage=stage,
+        case=case,
+        trials=trials,
+        chosen=chosen,
+        gain_interval=gain,
+        load=timed.load,
+        claim=claim,
     )
 
 
-def save(tuning: Tuning, params: EngineParams, artifact: Path) -> Path:
-    """Write the chosen options as ``<artifact>.session.json`` (``runtimes.load_tuned`` reads it)."""
+def save(tuning: Tuning, params: EngineParams, artifact: Path) -> Path | None:
+    """Write the chosen options as ``<artifact>.session.json`` (``runtimes.load_tuned`` reads it); nothing when the
+    machine was busy while tuning (a choice made under load would be inherited by every deployment)."""
+    if tuning.load is not None and not tuning.load.quiet:
+        return None
     text = json.dumps(
         {
             "engine": tuning.engine,
