@@ -132,7 +132,8 @@ def _padding(run: Run) -> list[str]:
         "",
         "The model takes an attention mask, so every runner also ran the evaluation set in mixed-length batches "
         "padded to their longest sample with the mask set (what a serving batcher sends); each sample's logits "
-        "are compared with its own unpadded run, under its stage's rule (shown per row).",
+        "are compared with its own unpadded run, under its stage's rule (shown per row). `agreement`: share of "
+        "samples whose top-1 class is the same padded and unpadded.",
         "",
         table(["row", "max abs diff, padded vs unpadded", "agreement", "verdict", "rule"], rows),
         "",

@@ -10,7 +10,8 @@ LEGEND = (
     "`b1 l256`: batch 1, sequence length 256. Latency columns: median (90th percentile) milliseconds per call; "
     "the throughput column: samples per second (higher is better). `x PyTorch fp32`: how many times faster than "
     "PyTorch fp32 at the same case (its median block time over the row's; above 1: faster), with the 95% interval "
-    "of a paired bootstrap over the interleaved blocks in brackets. `ran as`: the precision the engine ran."
+    "of a paired bootstrap over the interleaved blocks in brackets. `x PyTorch int8`: the same against PyTorch's "
+    "own dynamic int8 (torch.ao quantize_dynamic) at the headline case. `ran as`: the precision the engine ran."
 )
 
 
