@@ -15,9 +15,10 @@ from workbench.cli import main
 RECIPE = """\
 model: {class: tiny_models:BagMLP, weights: mlp.pt}
 data: {synthetic: {size: 24, seed: 4, min_len: 3, max_len: 12}, batch_size: 8, min_samples: 10}
-bench: {budget_seconds: 0.01, latency_lengths: [4], throughput: {batch: 2, length: 4}, chart_lengths: [2, 4], tune: false}
+bench: {budget_seconds: 0.01, latency_lengths: [4], throughput: {batch: 2, length: 4}, chart_lengths: [2, 4], tune: false,
+  cache_when_busy: true}
 stages:
-  - export: {opset: 17}
+  - export: {exporter: torchscript, opset: 17}
   - simplify: {}
 """
 
@@ -98,7 +99,7 @@ CHANGES = {
     # other export parameters that give the same bytes (nothing to fold in this model): both stages are redone
     # (the chain of keys changed), their checks and the benchmarks, keyed by artifact content, are reused
     "parameters, same artifact": (
-        lambda p: _edit(p, "export: {opset: 17}", "export: {opset: 17, constant_folding: false}"),
+        lambda p: _edit(p, "opset: 17}", "opset: 17, constant_folding: false}"),
         ("export", "simplify"),
     ),
     "synthetic seed": (lambda p: _edit(p, "seed: 4", "seed: 5"), ("reference", "check export", "check simplify")),

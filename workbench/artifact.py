@@ -59,10 +59,17 @@ def describe(path: Path) -> ArtifactInfo:
 
 def graph_sha256(proto, external_digests: list[str]) -> str:
     """A hash of what an engine computes from the file: the graph (nodes, weights, inputs, outputs) and the opset
-    of each domain its nodes use, but not metadata, producer or unused opset imports. Two artifacts with the same
+    of each domain its nodes use, but not metadata (the model's, the graph's or a node's), doc strings, producer or
+    unused opset imports. Two artifacts with the same
     graph hash give the same outputs on the same engine: their checks and timings are shared."""
     used = {node.domain for node in proto.graph.node} | {""}
     opsets = sorted((o.domain, o.version) for o in proto.opset_import if o.domain in used)
-    digest = hashlib.sha256(proto.graph.SerializeToString(deterministic=True))
+    graph = type(proto.graph)()
+    graph.CopyFrom(proto.graph)
+    for node in graph.node:  # where a node came from (the exporter's scopes and stack traces) computes nothing
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del graph.metadata_props[:]
+    digest = hashlib.sha256(graph.SerializeToString(deterministic=True))
     digest.update(repr((opsets, external_digests)).encode())
     return digest.hexdigest()

@@ -144,7 +144,10 @@ class BenchSpec(Strict):
     latency_lengths: tuple[Length, ...] = Field((32, 256), min_length=1, strict=False)
     throughput: Throughput = Throughput()
     chart_lengths: tuple[Length, ...] = Field((16, 32, 256), min_length=2, strict=False)
-    tune: bool = True  # try a small grid of onnxruntime session options on the final artifact
+    tune: bool = True  # try each engine's grid of load options (its tuning hook) on its final artifact
+    # figures measured while the machine was busy are flagged and, by default, measured again by the next run;
+    # true keeps them in the cache all the same (still flagged): for a machine that is never quiet
+    cache_when_busy: bool = False
 
 
 class LayerErrorsSpec(Strict):

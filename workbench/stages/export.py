@@ -82,14 +82,16 @@ def export(source: Source, params: ExportParams, dst: Path) -> ExportFacts:
         except Exception as exc:  # the exporter's own failure, whatever its type: a failed stage, not a crash
             raise StageError(_failure(exc, params.exporter, model, example)) from exc
     external = _finish(dst, {**model.metadata, "onnx_opset": str(params.opset), "exporter": exporter})
+    written = _opset(dst)  # the exporter may not convert down to the opset asked for: say what the file holds
+    warned = () if written == params.opset else (f"asked for opset {params.opset}; the file holds opset {written}",)
     return ExportFacts(
         exporter=exporter,
         torch=torch.__version__,
-        opset=params.opset,
+        opset=written,
         onnxscript=version("onnxscript") if params.exporter == "dynamo" else None,
         dims=dims,
         external_data=external,
-        warnings=tuple(dict.fromkeys(_ANSI.sub("", str(w.message)).strip() for w in caught)),
+        warnings=warned + tuple(dict.fromkeys(_ANSI.sub("", str(w.message)).strip() for w in caught)),
         log=_ANSI.sub("", "".join(log)),
     )
 
@@ -229,12 +231,19 @@ def _narrowed(narrowed: dict[str, tuple[int, int | None]], asked: dict[str, tupl
     return f"export (dynamo exporter): the model's code narrows {spans}; the graph would fail outside it{hint}"
 
 
+LOCAL_METADATA = {"pkg.torch.onnx.stack_trace"}  # node metadata that depends on where the code lives
+
+
 def _finish(dst: Path, metadata: dict[str, str], *, limit: int = PROTO_LIMIT) -> bool:
     """Set the metadata, check the model fully and save it as one file (external data only over ``limit``)."""
     import onnx
 
     proto = onnx.load(str(dst))  # pulls in any external data the exporter wrote
     onnx.helper.set_model_props(proto, metadata)
+    for node in proto.graph.node:  # stack traces name this machine's source paths: the same model elsewhere
+        kept = [p for p in node.metadata_props if p.key not in LOCAL_METADATA]  # would export to other bytes
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
     large = _weight_bytes(proto) >= limit
     stray = [dst.parent / loc for loc in _external_locations(dst)]
     data = dst.with_name(dst.name + ".data")
@@ -247,6 +256,14 @@ def _finish(dst: Path, metadata: dict[str, str], *, limit: int = PROTO_LIMIT) ->
             path.unlink()
     onnx.checker.check_model(str(dst), full_check=True)
     return large
+
+
+def _opset(path: Path) -> int:
+    """The default domain's opset the file imports."""
+    import onnx
+
+    imports = onnx.load(str(path), load_external_data=False).opset_import
+    return next((o.version for o in imports if o.domain in ("", "ai.onnx")), 0)
 
 
 def _weight_bytes(proto: onnx.ModelProto) -> int:

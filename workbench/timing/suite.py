@@ -103,7 +103,7 @@ def cached(ctx: RunContext, planned: Sequence[Planned], *, force: bool) -> Bench
         bench = Bench.model_validate_json((hit[0] / "bench.json").read_text())
         return bench.model_copy(update={"cached": True})
     bench = measure_suite(planned, spec, ctx)
-    if bench.quiet:
+    if bench.quiet or spec.cache_when_busy:
         with ctx.cache.put(entry, replace=force) as (scratch, _):
             (scratch / "bench.json").write_text(bench.model_dump_json())
     return bench
