@@ -123,7 +123,7 @@ def main(args: argparse.Namespace) -> int:
     from workbench.render import terminal
 
     console = Console()
-    for part in [terminal.table(header, rows, "compare", 10**6)]:
+    for part in terminal.tables(header, rows, "compare", console.width):
         console.print(part)
     for note in notes:
         console.print(f"- {note}", soft_wrap=False)
