@@ -66,7 +66,7 @@ def _size_latency(run: Run, bench: Bench, path: Path) -> str:
     right.set_title("Latency (lower is better)")
     for axis in (left, right):
         axis.invert_yaxis()
-        axis.margins(x=0.35)
+        axis.margins(x=0.6 if axis.get_xscale() == "log" else 0.35)
     fig.suptitle(f"{run.recipe}: size and latency per stage")
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
