@@ -95,7 +95,7 @@ def test_int8_recipe_end_to_end(int8_run):
     assert (
         "| pytorch fp32 | model.pt |" in report and "| onnxruntime:quantize_dynamic | quantize_dynamic.onnx |" in report
     )
-    assert "### Batch dependence of int8" in report and "### Padding" not in report
+    assert "### Batch dependence of quantized artifacts" in report and "### Padding" not in report
     assert "LSTM -> DynamicQuantizeLSTM" in report
     assert "fusions found: none" in report
     assert metrics["reference"]["sha256"] in report

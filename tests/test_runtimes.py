@@ -86,7 +86,7 @@ def test_a_registered_engine_is_validated_and_timed_in_a_run(project, reference_
     assert "onnx-reference:export" in timed and "onnx-reference:quantize_dynamic" not in timed
     report = (project / "reports" / "toy" / "report.md").read_text()
     assert "| onnx-reference:quantize_dynamic | quantize_dynamic.onnx |" in report and "not applicable" in report
-    assert "### Not applicable" in report
+    assert "### Not run or failed on an engine" in report
 
 
 def test_runners_agree_on_the_committed_model(tmp_path):

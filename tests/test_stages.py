@@ -26,7 +26,7 @@ def _export(
     axes = {name: dict(enumerate(layout)) for name in names}
     source = TorchSource(module.eval, names, "logits", lambda: example, {**axes, "logits": {0: "batch"}}, {})
     spec = REGISTRY["export"]
-    spec.run(Source(torch=source), spec.params(), dst)
+    spec.run(Source(torch=source), spec.params(exporter="torchscript", opset=17), dst)
     return dst
 
 

@@ -183,7 +183,7 @@ def test_run_reports_benchmarks_charts_and_tuning(two_runs):
     else:
         assert not session.exists() and all(t.chosen == 0 for t in figures.tunings)
     shares = {p.engine: p.op_share for p in figures.profiles}
-    assert "DynamicQuantizeLSTM" in shares["onnxruntime"] and "RNNSeq" in " ".join(shares["openvino"])
+    assert "DynamicQuantizeLSTM" in shares["onnxruntime"] and "LSTMSequence" in shares["openvino"]
     assert all(sum(share.values()) == pytest.approx(1.0) for share in shares.values())
     report = (folder / "report.md").read_text()
     for chart in ("size_latency.png", "latency_by_length.png"):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from workbench import __version__
 from workbench.runtimes import ENGINES
 from workbench.store.files import file_sha256
+from workbench.machines import cpu_type
 from workbench.versions import installed, module_version
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def snapshot(threads: int, runtimes: tuple[RuntimeConfig, ...]) -> Environment:
     return Environment(
         versions=tool_versions(runtimes),
         cpu=box["cpu"],
+        cpu_type=cpu_type(),
         cores=int(box["cores"]),
         threads=threads,
         platform=platform.platform(),

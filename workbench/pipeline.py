@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench import data, environment, validate
+from workbench import data, environment, machines, validate
 from workbench.decide.sensitivity import Sensitivity
 from workbench.artifact import describe
 from workbench.context import RunContext
@@ -270,6 +270,7 @@ def _check_on(
         ENGINES[runtime.name].version(),
         runtime.params.model_dump(mode="json"),
         alone and BATCH_DEPENDENCE_SAMPLES,
+        machines.cpu_type(),  # int8 kernels differ between CPU types (VNNI or not): so may the outputs
     )
     path = record.artifact.path
 

@@ -202,6 +202,17 @@ class Settings(Strict):
     data: DataSpec = DataSpec(synthetic=SyntheticData())
     bench: BenchSpec = BenchSpec()
     layer_errors: LayerErrorsSpec = LayerErrorsSpec()
+    # CPU types (workbench.machines.TYPES) every artifact is validated and timed on by `workbench sweep`
+    machines: tuple[str, ...] = Field((), strict=False)
+
+    @model_validator(mode="after")
+    def _known_machines(self) -> Settings:
+        from workbench.machines import TYPES
+
+        unknown = [m for m in self.machines if m not in {t.name for t in TYPES}]
+        if unknown:
+            raise ValueError(f"machines: unknown CPU types {unknown}; known: {', '.join(t.name for t in TYPES)}")
+        return self
     runtimes: list[Any] = Field(list(DEFAULT_ENGINES), min_length=1, max_length=8)  # engines the ONNX artifacts run on
     stages: list[Any] = Field(min_length=1)
     # decide/: the ways the model will be called, the accuracy it may lose, the variants to try

@@ -439,6 +439,7 @@ def ratio(base: Timing, this: Timing) -> Ratio:
 class Environment(Record):
     versions: dict[str, str]  # tool -> version ("unknown" when it cannot be read)
     cpu: str
+    cpu_type: str = ""  # the best of workbench.machines.TYPES this CPU's flags support
     cores: int
     threads: int
     platform: str

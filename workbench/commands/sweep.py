@@ -264,9 +264,16 @@ def sweep(
 def main(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InputError("--threads must be >= 1")
-    types = machines.check(args.machines.split(",")) if args.machines else ()
+    types = machines.check(args.machines.split(",")) if args.machines else _recipe_machines(args.recipes)
     outcomes = sweep(
         args.recipes, address=args.ray, types=types, force=args.force, threads=args.threads,
         bench=not args.no_bench, say=Console(),
     )
     return max(o.exit_code for o in outcomes)
+
+
+def _recipe_machines(paths: list[Path]) -> tuple[str, ...]:
+    """The CPU types the recipes name (``machines:``), in order, without repeats: the default for ``--machines``."""
+    from workbench import recipe
+
+    return tuple(dict.fromkeys(m for path in paths for m in recipe.load(path).settings.machines))

@@ -291,7 +291,8 @@ def _provenance(run: Run) -> list[str]:
         table(["file", "sha256"], rows),
         "",
         f"- versions: {versions}",
-        f"- machine: {env.cpu}, {env.cores} cores, {env.threads} threads used, {env.platform}"
+        f"- machine: {env.cpu} (CPU type {env.cpu_type or 'unknown'}), {env.cores} cores, {env.threads} threads used, "
+        f"{env.platform}"
         + "".join(f", {k}={v}" for k, v in env.timing_settings.items()),
         f"- date: {run.started}; {took}",
         "",
