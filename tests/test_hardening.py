@@ -323,7 +323,7 @@ def test_an_unknown_key_spelled_like_a_type_is_named(tmp_path, key):
         recipe.load(path)
     assert str(info.value) == (
         f"{path}: bench.throughput.{key}: unknown key; allowed keys: batch, length; bench.{key}: unknown key; "
-        "allowed keys: enabled, budget_seconds, latency_lengths, throughput, chart_lengths, tune"
+        "allowed keys: enabled, budget_seconds, latency_lengths, throughput, chart_lengths, tune, cache_when_busy"
     )
     path.write_text(text.replace(f"bench: {{{key}: 1, throughput: {{{key}: 1}}}}", "bench: {}"))
     with pytest.raises(RecipeError, match=rf"stages\[0\]\.export\.{key}: unknown key; allowed keys: opset"):

@@ -233,3 +233,17 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("error: ") and "stages[2].quantize_dynamic.weight_type" in err
     assert "Traceback" not in err
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_stage_that_keeps_its_input_s_precision_is_judged_by_it(tmp_path):
+    """An optimizer after a quantizer declares no precision of its own: its artifact is still int8, labelled and
+    judged by the int8 rule, not the fp32 one."""
+    parsed = _load(
+        tmp_path,
+        "model: {class: task:TextClassifier, weights: model.pt}\n"
+        "stages:\n  - export: {}\n  - simplify: {}\n  - quantize_dynamic: {op_types: [LSTM]}\n  - ort_optimize: {}\n",
+    )
+    assert [(s.name, s.precision.name) for s in parsed.stages] == [
+        ("export", "fp32"), ("simplify", "fp32"), ("quantize_dynamic", "int8"), ("ort_optimize", "int8"),
+    ]
+    assert parsed.stages[3].accept == parsed.stages[2].accept and parsed.stages[3].accept.max_abs_error is None

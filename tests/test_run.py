@@ -257,7 +257,7 @@ def test_quantizer_refusal_end_to_end(project, capsys):
     assert metrics["skipped"] == ["simplify"] and metrics["verdict"] == "FAILED"
     report = (project / "reports" / "refused" / "report.md").read_text()
     assert "| quantize_dynamic | - | - | - | - | - | - | - | - | FAILED |" in report
-    assert "Not run: simplify." in report and "run the simplify stage first" in capsys.readouterr().out
+    assert "Not run: simplify (quantize_dynamic failed to produce an artifact)." in report and "run the simplify stage first" in capsys.readouterr().out
 
 
 def test_quantizer_refuses_lstm_whose_weights_are_computed(tmp_path, fresh_weights):

@@ -212,7 +212,7 @@ def _run_stage(
     def failed(error: str) -> tuple[StageRecord, str, None]:
         record = StageRecord(
             stage=config.name,
-            precision=spec.precision,
+            precision=config.precision,
             params=params,
             parent=parent_sha,
             artifact=None,
@@ -235,7 +235,7 @@ def _run_stage(
     seconds = facts.pop("seconds", 0.0)
     record = StageRecord(
         stage=config.name,
-        precision=spec.precision,
+        precision=config.precision,
         params=params,
         parent=parent_sha,
         artifact=artifact,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from workbench.errors import RecipeError
 from workbench.feeds import FeedSpec, InputSpec
-from workbench.precision import Accept
+from workbench.precision import FP32, Accept, Precision
 from workbench.recipe_errors import describe, keys
 from workbench.safe_yaml import MAX_RECIPE_BYTES, safe_document
 from workbench.runtimes import DEFAULT_ENGINES, ENGINES, EngineParams
@@ -226,6 +226,7 @@ class StageConfig:
     name: str
     params: Params
     accept: Accept
+    precision: Precision  # what its artifact computes in: its own, or its input's for a stage that keeps it
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,9 @@ def parse(text: str, path: Path) -> Recipe:
         settings = Settings.model_validate(document)
     except ValidationError as exc:
         raise RecipeError(describe(path, exc, Settings)) from None
-    stages = tuple(_stage(path, index, entry) for index, entry in enumerate(settings.stages))
+    stages: list[StageConfig] = []
+    for index, entry in enumerate(settings.stages):
+        stages.append(_stage(path, index, entry, stages[-1].precision if stages else FP32))
     _check_order(path, stages)
     runtimes = tuple(_runtime(path, index, entry) for index, entry in enumerate(settings.runtimes))
     if len({r.name for r in runtimes}) != len(runtimes):
@@ -296,10 +299,12 @@ def parse(text: str, path: Path) -> Recipe:
     root = (path.parent / settings.root).resolve()
     settings = settings.model_copy(update={"model": settings.model.resolved(root)})  # a folder's inputs and vocabulary
     name = settings.name or path.stem
-    return Recipe(name, path.resolve(), text, root, settings, stages, runtimes)
+    return Recipe(name, path.resolve(), text, root, settings, tuple(stages), runtimes)
 
 
-def _stage(path: Path, index: int, entry: Any) -> StageConfig:
+def _stage(path: Path, index: int, entry: Any, before: Precision) -> StageConfig:
+    """A stage's typed parameters, thresholds and precision (``before``: its input's, kept by a stage that declares
+    none, e.g. an optimizer after a quantizer stays int8 and is judged by the int8 rule)."""
     where = f"stages[{index}]"
     known = ", ".join(REGISTRY)
     if not isinstance(entry, dict) or len(entry) != 1:
@@ -319,7 +324,8 @@ def _stage(path: Path, index: int, entry: Any) -> StageConfig:
         params = spec.params.model_validate(body)
     except ValidationError as exc:
         raise RecipeError(describe(path, exc, spec.params, prefix=f"{where}.{name}")) from None
-    accept = spec.precision.accept
+    precision = spec.precision or before
+    accept = precision.accept
     if accept_body is not None:
         if not isinstance(accept_body, dict):
             raise RecipeError(f"{path}: {where}.{name}.accept: expected a mapping with keys {keys(Accept)}")
@@ -327,7 +333,7 @@ def _stage(path: Path, index: int, entry: Any) -> StageConfig:
             accept = accept.model_copy(update=Accept.model_validate(accept_body).model_dump(exclude_unset=True))
         except ValidationError as exc:
             raise RecipeError(describe(path, exc, Accept, prefix=f"{where}.{name}.accept")) from None
-    return StageConfig(name, params, accept)
+    return StageConfig(name, params, accept, precision)
 
 
 def _runtime(path: Path, index: int, entry: Any) -> RuntimeConfig:

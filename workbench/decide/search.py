@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from workbench.decide.ship import EngineFigures, Target, TrialSummary, over_budget, within
 from workbench.errors import RecipeError
 from workbench.progress import Progress
+from workbench.precision import FP32
 from workbench.recipe import BudgetSpec, Recipe, StageConfig
 from workbench.recipe_errors import describe
 from workbench.stages import REGISTRY
@@ -123,7 +124,8 @@ def _validate(recipe: Recipe, stage: str, values: dict[str, Any]) -> None:
 
 def _replaces_last(recipe: Recipe) -> bool:
     """A trial replaces the recipe's last stage when that stage quantizes; otherwise it is appended."""
-    return REGISTRY[recipe.stages[-1].name].precision.quantized
+    last = REGISTRY[recipe.stages[-1].name]
+    return last.precision is not None and last.precision.quantized
 
 
 def _base_params(recipe: Recipe, stage: str) -> dict[str, Any]:
@@ -196,10 +198,11 @@ def _trial(ctx: RunContext, prefix: Sequence[StageConfig], stage: str, params: d
     from workbench import pipeline
 
     spec = REGISTRY[stage]
-    accept = spec.precision.accept.model_copy(
+    precision = spec.precision or (prefix[-1].precision if prefix else FP32)
+    accept = precision.accept.model_copy(
         update={"max_accuracy_drop": budget.max_accuracy_drop, "min_agreement": budget.min_agreement}
     )
-    config = StageConfig(stage, spec.params.model_validate(params), accept)
+    config = StageConfig(stage, spec.params.model_validate(params), accept, precision)
     recipe = dataclasses.replace(ctx.recipe, stages=(*prefix, config))
     trial_ctx = dataclasses.replace(ctx, recipe=recipe, progress=_TrialProgress(ctx.progress, stage, label))
     for name in ("cache", "pool", "evaluation", "versions"):  # one cache, one runner per file, one evaluation set

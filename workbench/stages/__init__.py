@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from workbench.precision import FP32, Precision
+from workbench.precision import Precision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -98,7 +98,7 @@ class StageSpec:
     params: type[Params]
     facts: type[Facts]
     run: RunStage
-    precision: Precision  # picks the default acceptance thresholds and the extra checks
+    precision: Precision | None  # what it produces (None: its input's); picks the default thresholds and checks
     takes: Literal["torch", "onnx"]
     calibrates: bool  # reads ``Source.calibration``: its cache key includes the data
     requantize: Requantize | None = None  # a quantizing stage: how it quantizes chosen nodes
@@ -112,7 +112,7 @@ def stage(
     *,
     params: type[Params],
     facts: type[Facts] = Facts,
-    precision: Precision = FP32,
+    precision: Precision | None = None,
     takes: Literal["torch", "onnx"] = "onnx",
     calibrates: bool = False,
     requantize: Requantize | None = None,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from workbench.errors import StageError
+from workbench.precision import FP32
 from workbench.stages import Facts, Params, Source, TorchSource, stage
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class ExportFacts(Facts):
         return lines
 
 
-@stage("export", params=ExportParams, facts=ExportFacts, takes="torch")
+@stage("export", params=ExportParams, facts=ExportFacts, precision=FP32, takes="torch")
 def export(source: Source, params: ExportParams, dst: Path) -> ExportFacts:
     """Export ``source.torch`` to ``dst`` (one self-contained file under 2 GB), named and checked."""
     from importlib.metadata import version
