@@ -119,13 +119,21 @@ def test_a_stage_with_a_new_precision_and_an_engine_with_a_tuning_hook_join_a_ru
     run = Run.load(text)
     record = run.record("round_weights")
     assert record.precision.name == "fp16-weights" and isinstance(record.facts, RoundFacts)
-    assert record.facts.tensors == 3 and 0 < record.facts.largest_change < 1e-2
+    import onnx
+
+    exported = onnx.load(str(folder / "export.onnx"))
+    matrices = [i for i in exported.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) >= 2]
+    assert record.facts.tensors == len(matrices) >= 3 and 0 < record.facts.largest_change < 1e-2
     (check,) = record.checks
     assert check.check.accept.max_abs_error == 5e-2 and check.passed  # the new precision's own default rule
     (tuning,) = run.bench.tunings
     assert tuning.engine == "ort-threads" and [t.label for t in tuning.trials] == ["2 threads", "1 threads"]
-    saved = json.loads((folder / "round_weights.onnx.session.json").read_text())
-    assert saved["engine"] == "ort-threads" and saved["options"] == tuning.best.options
+    session = folder / "round_weights.onnx.session.json"
+    if tuning.load.quiet:  # a choice is saved only from a quiet machine's figures
+        saved = json.loads(session.read_text())
+        assert saved["engine"] == "ort-threads" and saved["options"] == tuning.best.options
+    else:
+        assert not session.exists() and tuning.chosen == 0
 
     report = (folder / "report.md").read_text()
     assert "## round_weights" in report and "- precision: fp16-weights" in report

@@ -167,6 +167,20 @@ class ArtifactInfo(Record):
         return sum(self.op_counts.values())
 
 
+# a stage's own facts model (registered with the stage); in the schema an object whose keys depend on the stage
+StageFacts = Annotated[
+    SerializeAsAny[Facts],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": "the stage's own facts (its Facts model): what the stage did, e.g. fusions or what was quantized",
+            "properties": {"warnings": {"type": "array", "items": {"type": "string"}}},
+            "additionalProperties": True,
+        }
+    ),
+]
+
+
 class StageRecord(Record):
     """One stage of one run: what went in, what came out, what it cost, how it checked out on each engine."""
 
@@ -175,7 +189,7 @@ class StageRecord(Record):
     params: dict[str, Any]
     parent: str  # sha256 of the input artifact, or of the weights for the first stage
     artifact: ArtifactInfo | None
-    facts: SerializeAsAny[Facts] | None
+    facts: StageFacts | None
     seconds: float
     cached: bool
     checks: tuple[EngineCheck, ...] = ()

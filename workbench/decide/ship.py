@@ -274,20 +274,10 @@ def _faster(bench: Bench, row: str, other: str, case: Case) -> bool:
 
 
 def speedup(bench: Bench, row: str, case: Case, baseline: str | None = None) -> Ratio | None:
-    """``bench.speedup`` (baseline's median over the row's), with the paired bootstrap interval over the two rows'
-    block medians (timing/stats.py) when ``bench.speedup`` gives none."""
+    """``baseline``'s median over ``row``'s at ``case`` (PyTorch fp32 by default), with its interval (Bench.speedup)."""
     from workbench.runtimes import REFERENCE
-    from workbench.timing import stats
 
-    baseline = baseline or REFERENCE
-    ratio = bench.speedup(row, case, baseline)
-    if ratio is None or ratio.low is not None:
-        return ratio
-    this, base = bench.timing(row, case), bench.timing(baseline, case)
-    if this is None or base is None or not this.block_medians_ms or not base.block_medians_ms:
-        return ratio
-    interval = stats.ratio_interval(base.block_medians_ms, this.block_medians_ms)
-    return ratio.model_copy(update={"low": interval.low, "high": interval.high})
+    return bench.speedup(row, case, baseline or REFERENCE)
 
 
 def _lost(c: Candidate, chosen: Candidate, leader: Candidate, ties: list[Candidate], bench: Bench, case: Case) -> Candidate:
