@@ -33,8 +33,15 @@ def _project(tmp_path: Path, name: str, *, size: int | None = None) -> Path:
 
 
 def _run(project: Path, name: str) -> dict:
+    """Run the recipe; its metrics.json, checked against the run model's printed JSON Schema."""
+    import jsonschema
+
+    from workbench.results import Run
+
     assert main(["run", str(project / "recipes" / f"{name}.yaml"), "--quiet", "--no-bench"]) == 0
-    return json.loads((project / "reports" / name / "metrics.json").read_text())
+    metrics = json.loads((project / "reports" / name / "metrics.json").read_text())
+    jsonschema.validate(metrics, json.loads(Run.schema_text()))  # what `workbench schema` prints
+    return metrics
 
 
 def _readme(pattern: str) -> str:

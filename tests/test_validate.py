@@ -42,7 +42,7 @@ def test_every_miss_is_collected():
     )
     assert [f.split()[0] for f in verdict.failures] == ["max", "agreement", "accuracy"]
     assert "agreement 0.00% < limit 99.00%" in verdict.failures[1]
-    assert verdict.to_dict()["passed"] is False
+    assert verdict.model_dump()["passed"] is False and not verdict
 
 
 def test_unset_thresholds_judge_nothing():

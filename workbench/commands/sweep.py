@@ -221,7 +221,8 @@ def _print_tables(outcomes: list[Outcome], types: tuple[str, ...], say: Console)
 
     for name in dict.fromkeys(o.job.recipe.name for o in outcomes) if types else ():
         header, rows = machine_table([o for o in outcomes if o.job.recipe.name == name])
-        say.print(terminal.table(header, rows, f"{name}: by machine type"))
+        for part in terminal.tables(header, rows, f"{name}: by machine type", say.width):
+            say.print(part)
     for machine in types or (None,):
         folders = [_short(Path(o.task.report)) for o in outcomes if o.task and o.job.machine == machine]
         if not folders:
@@ -231,7 +232,8 @@ def _print_tables(outcomes: list[Outcome], types: tuple[str, ...], say: Console)
         except InputError as exc:
             say.print(f"compare: {exc}", soft_wrap=True)
             continue
-        say.print(terminal.table(header, rows, "compare" + (f" on {machine}" if machine else "")))
+        for part in terminal.tables(header, rows, "compare" + (f" on {machine}" if machine else ""), say.width):
+            say.print(part)
         for note in notes:
             say.print(f"- {note}", soft_wrap=True)
 

@@ -75,7 +75,8 @@ def summary(run: Run, report_path: Path, quiet: bool) -> None:
         word = row[-1].replace(" (cached)", "")
         row[-1] = SHORT.get(word, word)
         rows.append(row)
-    Console(quiet=quiet).print(table(list(COLUMNS.values()), rows, f"{run.recipe}: {run.verdict}"))
+    console = Console(quiet=quiet)
+    console.print(table(list(COLUMNS.values()), rows, f"{run.recipe}: {run.verdict}", console.width))
     cached = [s.stage for s in run.stages if s.cached]
     if cached:
         print(f"cached: {', '.join(cached)} (unchanged input, parameters and tool versions; --force redoes them)")
