@@ -426,11 +426,16 @@ class Bench(Record):
 
     @property
     def quiet(self) -> bool:
-        return all(load.quiet for load in self.loads)
+        """Quiet throughout: every case, the length chart and every tuning stretch."""
+        return all(load.quiet for load in self._all_loads)
 
     @property
     def busy_reasons(self) -> tuple[str, ...]:
-        return tuple(f"{load.case}: {load.reason}" if load.case else load.reason for load in self.loads if not load.quiet)
+        return tuple(f"{load.case}: {load.reason}" if load.case else load.reason for load in self._all_loads if not load.quiet)
+
+    @property
+    def _all_loads(self) -> tuple[Load, ...]:
+        return self.loads + tuple(t.load for t in self.tunings if t.load is not None)
 
     @property
     def rows(self) -> tuple[str, ...]:

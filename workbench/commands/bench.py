@@ -13,7 +13,7 @@ from workbench.errors import InputError, WorkbenchError
 from workbench.feeds import FeedSpec, InputSpec
 from workbench.precision import FP32, INT8
 from workbench.recipe import BenchSpec
-from workbench.results import Bench, Contender
+from workbench.results import Bench, Case, Contender
 from workbench.runtimes import DEFAULT_ENGINES, ENGINES, REFERENCE, TORCH, NotApplicable, Runner, row_name
 from workbench.timing import measure, suite
 
@@ -70,7 +70,7 @@ def bench_files(
         threads=threads,
         budget_seconds=spec.budget_seconds,
         cases=tuple(cases),
-        headline=cases[len(spec.latency_lengths) - 1],
+        headline=Case(batch=1, length=max(spec.latency_lengths)),
         contenders=tuple(contenders),
         timings=tuple(timings),
         by_length=(),

@@ -77,6 +77,8 @@ def table(folders: list[Path]) -> tuple[list[str], list[list[str]], list[str]]:
     """Rows (row, figure, a value per run, the change first -> last), and the notes under the table."""
     runs = [load(folder) for folder in folders]
     names = [run.recipe if run.recipe == folder.name else f"{run.recipe} ({folder})" for run, folder in zip(runs, folders)]
+    if len(set(names)) < len(names):  # the same recipe's reports from two places: name each by its folder
+        names = [f"{run.recipe} ({folder})" for run, folder in zip(runs, folders)]
     headlines = {str(run.bench.headline) for run in runs if run.bench}
     if len(headlines) > 1:
         raise InputError(f"the runs timed different headline cases ({', '.join(sorted(headlines))}); latencies would not compare")

@@ -182,7 +182,7 @@ def _fill(ctx: RunContext, run: Run, folder: Path, *, redraw: bool, searched: se
             for name in record.artifact.files:
                 shutil.copy2(record.artifact.path.parent / name, folder / name)
     params = {r.name: r.params for r in ctx.recipe.runtimes}
-    for tuning in run.bench.tunings if run.bench else ():
+    for tuning in run.bench.tunings if run.bench and run.bench.quiet else ():  # no choice made under load
         tune.save(tuning, params.get(tuning.engine) or ENGINES[tuning.engine].params(), folder / f"{tuning.stage}.onnx")
     drawn = _charts(ctx, run, folder, redraw=redraw)
     _ship(ctx, run, folder, searched, redraw=redraw)

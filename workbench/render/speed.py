@@ -33,8 +33,9 @@ def load_lines(bench: Bench) -> list[str]:
         worst = max((load.other_cpu_share for load in bench.loads), default=0.0)
         return [f"The machine was quiet while timing (other processes used at most {worst:.2f} cores in any case)."]
     return [
-        "**The machine was busy while timing: these figures are not reliable.** They were not cached (the next run "
-        "measures again) and no tuning choice was saved. What showed it:",
+        "**The machine was busy while timing: these figures are not reliable.** They are not cached as clean (the "
+        "next run measures again, unless `bench.cache_when_busy` keeps them) and no tuning choice was saved. What "
+        "showed it:",
         "",
         *[f"- {reason}" for reason in bench.busy_reasons],
     ]
@@ -109,7 +110,7 @@ def section(run: Run, charts: dict[str, str]) -> list[str]:
     parts.append("")
     if unstable:
         parts += [
-            f"Not stable (blocks that disagree, or the reference workload slowed in their turns): {', '.join(unstable)}.",
+            f"Not stable (its turns' medians spread more than 1.25x): {', '.join(unstable)}.",
             "",
         ]
     for title, name in charts.items():

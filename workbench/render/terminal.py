@@ -83,7 +83,7 @@ def summary(run: Run, report_path: Path, quiet: bool) -> None:
     if run.bench is not None and run.bench.cached:
         print(f"benchmarks: cached, measured {run.bench.measured_at} (--rebench measures again)")
     if run.bench is not None and not run.bench.quiet:
-        print("benchmarks: the machine was busy while timing; figures flagged, not cached, no tuning saved:")
+        print("benchmarks: the machine was busy while timing; figures flagged, not cached as clean, no tuning saved:")
         for reason in run.bench.busy_reasons:
             print(f"  {reason}")
     print(f"{report.headline(run).replace('**', '')}\nreport: {report_path}")

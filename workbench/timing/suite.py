@@ -9,6 +9,7 @@ Nothing here names an engine or a precision.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -83,7 +84,8 @@ def cases(spec: BenchSpec, targets: Sequence[Case] = ()) -> list[Case]:
 def suite_key(planned: Sequence[Planned], spec: BenchSpec, threads: int, targets: Sequence[Case] = ()) -> str:
     identities = [p.identity for p in planned]
     extra = [c.name for c in cases(spec, targets)[len(cases(spec)):]]  # only what targets add: old keys stay valid
-    parts = ("bench", __version__, identities, spec.model_dump(mode="json"), threads, environment.machine())
+    waiting = {name: os.environ.get(name) for name in environment.TIMING_VARIABLES}  # how engines' threads wait
+    parts = ("bench", __version__, identities, spec.model_dump(mode="json"), threads, environment.machine(), waiting)
     return key(*parts, *([extra] if extra else []))
 
 
@@ -132,7 +134,7 @@ def measure_suite(planned: Sequence[Planned], spec: BenchSpec, ctx: RunContext) 
     chart = _chart_rows(timed)
     by_length, chart_loads = measure.run_cases(
         [runners[p.row] for p in chart],
-        [Case(batch=1, length=n) for n in spec.chart_lengths if n not in spec.latency_lengths],
+        [Case(batch=1, length=n) for n in spec.chart_lengths if n not in {c.length for c in timed_cases if c.batch == 1}],
         feed,
         budget_s=spec.budget_seconds,
         threads=ctx.threads,

@@ -38,8 +38,8 @@ def decide(trials: Sequence[Trial], quiet: Load) -> tuple[int, Ratio | None, str
         gain = Ratio(value=interval.estimate, low=interval.low, high=interval.high)
     if not quiet.quiet:
         return 0, gain, f"nothing chosen: the machine was busy while tuning ({quiet.reason})"
-    if not gain.distinguishable:
-        return 0, gain, f"default kept: {fastest.label} is not distinguishable from it ({gain})"
+    if gain.low is not None and gain.low <= 1 + stats.MARGIN:  # faster beyond the interval, or not at all
+        return 0, gain, f"default kept: {fastest.label} is not faster beyond its interval ({gain})"
     return best, gain, f"{fastest.label}: {gain} the default's speed"
 
 
