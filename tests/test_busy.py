@@ -4,23 +4,16 @@ on a quiet machine is not flagged (skipped, with the measured load, when the mac
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import torch
+from tiny_models import TINY_LSTM, save_tiny_lstm
 
-import task
 from workbench.cli import main
 from workbench.results import Run
 from workbench.timing import load
 
-RECIPE = """\
-model:
-  class: task:TextClassifier
-  weights: tiny.pt
-  kwargs: {vocab_size: 120, embed_dim: 8, hidden_dim: 8}
-  vocab_size: 120
+RECIPE = TINY_LSTM + """\
 data: {synthetic: {size: 24, seed: 1, min_len: 3, max_len: 12}, batch_size: 8, min_samples: 8}
 layer_errors: {enabled: false}
 bench: {budget_seconds: 0.3, latency_lengths: [8], throughput: {batch: 2, length: 8}, chart_lengths: [4, 8]}
@@ -32,8 +25,7 @@ stages:
 
 @pytest.fixture
 def tiny(project: Path) -> Path:
-    torch.manual_seed(3)
-    torch.save(task.TextClassifier(vocab_size=120, embed_dim=8, hidden_dim=8).state_dict(), project / "tiny.pt")
+    save_tiny_lstm(project)
     (project / "busy.yaml").write_text(RECIPE)
     return project
 

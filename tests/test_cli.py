@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
+from tiny_models import TINY_LSTM, save_tiny_lstm
 
-import task
 from workbench.cli import _parser, main
 from workbench.results import Run
 from workbench.runtimes import REFERENCE
@@ -26,12 +25,7 @@ from workbench.runtimes import REFERENCE
 ROOT = Path(__file__).resolve().parent.parent
 FACTOR = 4.0  # the second report's PyTorch fp32 is this many times slower, so every speed-up is this many times higher
 
-RECIPE = """\
-model:
-  class: task:TextClassifier
-  weights: tiny.pt
-  kwargs: {vocab_size: 120, embed_dim: 8, hidden_dim: 8}
-  vocab_size: 120
+RECIPE = TINY_LSTM + """\
 data: {synthetic: {size: 40, seed: 1, min_len: 3, max_len: 12}, batch_size: 16, min_samples: 10}
 layer_errors: {enabled: false}
 bench: {budget_seconds: 0.02, latency_lengths: [4], throughput: {batch: 2, length: 4}, chart_lengths: [2, 4], tune: false}
@@ -84,8 +78,7 @@ def _out(args: list[str], columns: int = 200) -> tuple[int, str, str]:
 def reports(tmp_path_factory) -> Reports:
     project = tmp_path_factory.mktemp("cli")
     shutil.copy(ROOT / "task.py", project / "task.py")
-    torch.manual_seed(3)
-    torch.save(task.TextClassifier(vocab_size=120, embed_dim=8, hidden_dim=8).state_dict(), project / "tiny.pt")
+    save_tiny_lstm(project)
     recipe = project / "toy.yaml"
     recipe.write_text(RECIPE)
     code, terminal, _ = _out(["run", str(recipe)], columns=80)

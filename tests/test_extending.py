@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
-import torch
+from tiny_models import TINY_LSTM, save_tiny_lstm
 
-import task
 from workbench.cli import main
 from workbench.precision import PRECISIONS, Accept, Precision, register
 from workbench.results import Run
@@ -74,8 +72,8 @@ def extensions():
     def load_with(path: Path, params: EngineParams, threads: int, options: dict) -> Runner:
         return RoundingRunner(ort_engine.load_file(path, options.get("threads", threads)))
 
-    grid = lambda threads: [{"threads": threads}, {"threads": 1}]  # noqa: E731
-    label = lambda options: f"{options['threads']} threads"  # noqa: E731
+    grid = lambda threads: [{"threads": threads}, {"threads": 1}]
+    label = lambda options: f"{options['threads']} threads"
 
     @engine("ort-threads", tuner=Tuner(grid, load_with, label))
     def load(path: Path, params: EngineParams, threads: int) -> Runner:
@@ -85,12 +83,7 @@ def extensions():
     del REGISTRY["round_weights"], ENGINES["ort-threads"], PRECISIONS["fp16-weights"]
 
 
-RECIPE = """\
-model:
-  class: task:TextClassifier
-  weights: tiny.pt
-  kwargs: {vocab_size: 120, embed_dim: 8, hidden_dim: 8}
-  vocab_size: 120
+RECIPE = TINY_LSTM + """\
 data: {synthetic: {size: 40, seed: 1, min_len: 3, max_len: 12}, batch_size: 8, min_samples: 8}
 runtimes: [ort-threads]
 bench: {budget_seconds: 0.05, latency_lengths: [4], throughput: {batch: 2, length: 4}, chart_lengths: [2, 4]}
@@ -103,8 +96,7 @@ def test_a_stage_with_a_new_precision_and_an_engine_with_a_tuning_hook_join_a_ru
     project, extensions, capsys, monkeypatch
 ):
     monkeypatch.setenv("COLUMNS", "200")
-    torch.manual_seed(3)
-    torch.save(task.TextClassifier(vocab_size=120, embed_dim=8, hidden_dim=8).state_dict(), project / "tiny.pt")
+    save_tiny_lstm(project)
     (project / "plain.yaml").write_text(RECIPE)
     (project / "rounded.yaml").write_text(RECIPE + "  - round_weights: {}\n")
     assert main(["run", str(project / "plain.yaml"), "--quiet"]) == 0

@@ -28,3 +28,23 @@ class BatchFirstLSTM(nn.Module):
     def forward(self, text: torch.Tensor) -> torch.Tensor:
         _, (hidden, _) = self.rnn(self.embedding(text))
         return self.fc(hidden[-1])
+
+
+# A small TextClassifier for recipes in tests (weights written by ``save_tiny_lstm``): the recipe's model section.
+TINY_LSTM = """\
+model:
+  class: task:TextClassifier
+  weights: tiny.pt
+  kwargs: {vocab_size: 120, embed_dim: 8, hidden_dim: 8}
+  vocab_size: 120
+"""
+
+
+def save_tiny_lstm(folder, seed: int = 3) -> None:
+    """Write ``tiny.pt``: seeded random weights of the TextClassifier that ``TINY_LSTM`` names."""
+    import torch
+
+    import task
+
+    torch.manual_seed(seed)
+    torch.save(task.TextClassifier(vocab_size=120, embed_dim=8, hidden_dim=8).state_dict(), folder / "tiny.pt")

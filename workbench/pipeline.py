@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from workbench import data, environment, machines, validate
-from workbench.decide.sensitivity import Sensitivity
 from workbench.artifact import describe
 from workbench.context import RunContext
+from workbench.decide.sensitivity import Sensitivity
 from workbench.errors import StageError, WorkbenchError
 from workbench.evaluation import Evaluation
 from workbench.precision import FP32, Accept
@@ -209,18 +209,11 @@ def _run_stage(
         facts["seconds"] = time.perf_counter() - t0
         ctx.progress.checkpoint(f"stage:{config.name}")
 
+    what = {"stage": config.name, "precision": config.precision, "params": params, "parent": parent_sha}
+
     def failed(error: str) -> tuple[StageRecord, str, None]:
-        record = StageRecord(
-            stage=config.name,
-            precision=config.precision,
-            params=params,
-            parent=parent_sha,
-            artifact=None,
-            facts=None,
-            seconds=time.perf_counter() - t0,
-            cached=False,
-            error=error,
-        )
+        seconds = time.perf_counter() - t0
+        record = StageRecord(**what, artifact=None, facts=None, seconds=seconds, cached=False, error=error)
         return record, stage_key, None
 
     try:
@@ -234,14 +227,7 @@ def _run_stage(
     artifact = describe(folder / f"{config.name}.onnx")
     seconds = facts.pop("seconds", 0.0)
     record = StageRecord(
-        stage=config.name,
-        precision=config.precision,
-        params=params,
-        parent=parent_sha,
-        artifact=artifact,
-        facts=spec.facts.model_validate(facts),
-        seconds=seconds,
-        cached=cached,
+        **what, artifact=artifact, facts=spec.facts.model_validate(facts), seconds=seconds, cached=cached
     )
     # the next stage is keyed by this artifact's content, so an equal artifact reuses downstream work
     return record, key(stage_key, artifact.sha256), artifact.path
