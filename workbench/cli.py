@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -119,17 +118,8 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-# PyTorch's OpenMP workers busy-wait between calls by default; on a machine that other processes share they
-# spin against those processes and its latency blows up 30-500x (benchmarks/busy.py) where onnxruntime's
-# bounded spinning does not. Passive waiting keeps PyTorch comparable. Set before torch loads; a value the user
-# set wins; the report records it.
-TIMING_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
-    for name, value in TIMING_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
     args = _parser().parse_args(argv)
     args.started = started
     try:
