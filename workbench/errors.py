@@ -22,3 +22,10 @@ class StageError(WorkbenchError):
     """A stage that could not produce a valid artifact (e.g. a quantizer that left an op in fp32)."""
 
     exit_code = 1
+
+
+def failure_text(exc: BaseException, where: str) -> str:
+    """A tool's own message, its first lines, and where it happened: what a failed row says."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = " ".join(lines[:3])[:600] or "(no message)"
+    return f"{where}: {type(exc).__name__}: {text}"

@@ -19,7 +19,7 @@ from workbench import data, environment, machines, validate
 from workbench.artifact import describe
 from workbench.context import RunContext
 from workbench.decide.sensitivity import Sensitivity
-from workbench.errors import StageError, WorkbenchError
+from workbench.errors import StageError, WorkbenchError, failure_text
 from workbench.evaluation import Evaluation
 from workbench.precision import FP32, Accept
 from workbench.recipe import RuntimeConfig, StageConfig
@@ -181,13 +181,6 @@ def _layer_errors(
     except Exception as exc:  # an analysis that fails says so in the report; it does not fail the stage
         return Sensitivity(layers=(), whole=None, samples=0, batches=0, method=failure_text(exc, "per-layer error"))
     return Sensitivity.model_validate(facts["sensitivity"])
-
-
-def failure_text(exc: BaseException, where: str) -> str:
-    """A tool's own message, its first lines, and where it happened: what a failed row says."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = " ".join(lines[:3])[:600] or "(no message)"
-    return f"{where}: {type(exc).__name__}: {text}"
 
 
 def _run_stage(

@@ -11,7 +11,7 @@ import numpy as np
 
 from workbench.data import Sample, batches, padded_batches
 from workbench.feeds import FeedSpec
-from workbench.errors import InputError
+from workbench.errors import InputError, failure_text
 from workbench.precision import Accept
 from workbench.results import BatchDependence, Check, Comparison
 from workbench.runtimes.base import Runner
@@ -48,10 +48,7 @@ def logits(
             raise  # the PyTorch model failing on the declared inputs: the recipe does not fit it
         except Exception as exc:  # the engine's own error, kept as the row's failure
             shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
-            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-            raise RunFailed(
-                f"{runner.name} failed on inputs {shapes}: {type(exc).__name__}: {' '.join(lines[:3])[:600]}"
-            ) from None
+            raise RunFailed(failure_text(exc, f"{runner.name} failed on inputs {shapes}")) from None
         if advance:
             advance(len(batch.indices))
     out = np.empty((len(samples), parts[0][1].shape[1]), dtype=np.float32)
