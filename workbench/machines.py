@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,13 +35,19 @@ NAMES = tuple(t.name for t in TYPES)
 CPUINFO = Path("/proc/cpuinfo")
 
 
+@cache
+def _local_cpuinfo() -> str:
+    """This machine's /proc/cpuinfo, read once per process (check keys ask for the CPU type on every check)."""
+    try:
+        return CPUINFO.read_text()
+    except OSError:
+        return ""
+
+
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     """The flags of the first processor in ``cpuinfo`` (default: this machine's /proc/cpuinfo; empty if unreadable)."""
     if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text()
-        except OSError:
-            return frozenset()
+        cpuinfo = _local_cpuinfo()
     for line in cpuinfo.splitlines():
         name, _, value = line.partition(":")
         if name.strip() in ("flags", "Features"):
