@@ -25,10 +25,11 @@ from pydantic import (
 from workbench.decide.sensitivity import Sensitivity
 from workbench.decide.ship import Decision
 from workbench.feeds import InputSpec
-from workbench.textdata import DataFacts
 from workbench.precision import PRECISIONS, Accept, Precision
+from workbench.ratio import Ratio
 from workbench.runtimes import REFERENCE
 from workbench.stages import REGISTRY, Facts
+from workbench.textdata import DataFacts
 
 SCHEMA_VERSION = 1
 
@@ -287,28 +288,6 @@ class Timing(Record):
     @property
     def samples_per_s(self) -> float:
         return self.case.batch / (self.median_ms / 1000)
-
-
-class Ratio(Record):
-    """A speed-up with its 95% interval (a paired bootstrap over the interleaved blocks): ``value`` = baseline
-    median / contender median."""
-
-    value: float
-    low: float | None = None
-    high: float | None = None
-
-    @property
-    def distinguishable(self) -> bool | None:
-        """Whether the interval excludes 1 and the 2% band around it (None without an interval)."""
-        if self.low is None or self.high is None:
-            return None
-        from workbench.timing.stats import MARGIN
-
-        return self.low > 1 + MARGIN or self.high < 1 - MARGIN
-
-    def __str__(self) -> str:
-        interval = f" [{self.low:.2f}-{self.high:.2f}]" if self.low is not None and self.high is not None else ""
-        return f"{self.value:.2f}x{interval}"
 
 
 class Speedup(Ratio):

@@ -20,10 +20,11 @@ from pydantic import BaseModel, ConfigDict
 
 from workbench.decide.sensitivity import Sensitivity
 from workbench.errors import RecipeError
+from workbench.ratio import Ratio
 from workbench.recipe import BudgetSpec, Recipe
 
 if TYPE_CHECKING:
-    from workbench.results import Bench, Case, Comparison, EngineCheck, Ratio, Run
+    from workbench.results import Bench, Case, Comparison, EngineCheck, Run
 
 Outcome = Literal["shipped", "over budget", "slower", "indistinguishable and bigger", "not timed", "failed"]
 
@@ -49,18 +50,6 @@ class Target(Model):
         return f"{self.engine} b{self.batch} l{self.length}"
 
 
-class Speedup(Model):
-    """PyTorch fp32's median over the candidate's at the target, with its interval when there is one."""
-
-    value: float
-    low: float | None = None
-    high: float | None = None
-
-    def __str__(self) -> str:
-        interval = f" [{self.low:.2f}-{self.high:.2f}]" if self.low is not None and self.high is not None else ""
-        return f"{self.value:.2f}x{interval}"
-
-
 class Candidate(Model):
     """One artifact on the target's engine: its figures there and how it fared."""
 
@@ -71,7 +60,7 @@ class Candidate(Model):
     agreement: float | None
     within_budget: bool
     median_ms: float | None
-    vs_pytorch: Speedup | None  # PyTorch fp32 at the target over this
+    vs_pytorch: Ratio | None  # PyTorch fp32 at the target over this
     outcome: Outcome
     why: str  # one line
 
@@ -253,7 +242,7 @@ def _judged(row: str, trial: int | None, size: int | None, check: EngineCheck, b
         "accuracy_drop": comparison.accuracy_drop if comparison else None,
         "agreement": comparison.agreement if comparison else None,
         "median_ms": timing.median_ms if timing else None,
-        "vs_pytorch": Speedup(value=ratio.value, low=ratio.low, high=ratio.high) if ratio else None,
+        "vs_pytorch": Ratio(value=ratio.value, low=ratio.low, high=ratio.high) if ratio else None,
     }
     if comparison is None:
         return Candidate(**base, within_budget=False, outcome="failed", why=check.error or "not checked")
