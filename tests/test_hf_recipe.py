@@ -85,13 +85,13 @@ def test_evaluation_facts_state_classes_resolution_and_truncation(project, tmp_p
     path.write_text(text.replace("min_agreement: 0.99", "min_agreement: 0.995"))
     ev = evaluation.evaluation_of(recipe.load(path))
     facts = ev.facts
-    assert facts.samples == len(ev.samples) == 120 and facts.resolution == pytest.approx(1 / 120)
+    assert facts.samples == len(ev) == 120 and facts.resolution == pytest.approx(1 / 120)
     assert facts.class_names == ("negative", "positive") and sum(facts.label_counts) == 120
     tokenizer = huggingface.load_tokenizer(project / "examples" / "hf" / "model")
     rows = (project / "examples" / "hf" / "eval.csv").read_text().splitlines()[1:]
     lengths = [len(tokenizer(line.rsplit(",", 1)[0].strip('"'))["input_ids"]) for line in rows]
     assert facts.truncated == sum(n > 8 for n in lengths) > 0 and facts.longest == max(lengths)
-    assert max(len(s.tokens) for s in ev.samples) == 8 and ev.origins[0].endswith("eval.csv:2")
+    assert max(ev.tokens.lengths) == 8 and ev.tokens.where(0).endswith("eval.csv:2")
     assert facts.coarse == (
         "quantize_dynamic: min_agreement 0.995 is finer than one sample of 120 (0.83%): a single sample fails it; "
         "it tolerates one from 200 samples on",

@@ -11,6 +11,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ SPLITS = ("train", "held_out", "calibration")  # independent streams of the synt
 
 @dataclass(frozen=True)
 class Sample:
-    tokens: tuple[int, ...]
+    tokens: Sequence[int]  # a tuple as read; a read-only int32 array when streamed from a TokenFile
     label: int
 
 
@@ -54,16 +55,22 @@ def synthetic(
 
     ``split`` picks an independent stream, so a training run never sees the held-out samples.
     """
+    stream = synthetic_stream(seed=seed, split=split, min_len=min_len, max_len=max_len, vocab_size=vocab_size)
+    return list(islice(stream, size))
+
+
+def synthetic_stream(
+    *, seed: int, split: str = "held_out", min_len: int = 8, max_len: int = 256, vocab_size: int = 1000
+) -> Iterator[Sample]:
+    """The synthetic set's samples one at a time, without end: its first ``n`` are ``synthetic(n, ...)``."""
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if not 1 <= min_len <= max_len:
         raise InputError(f"lengths must satisfy 1 <= min_len <= max_len, got {min_len} and {max_len}")
     rng = np.random.default_rng([seed, SPLITS.index(split)])
-    samples = []
-    for _ in range(size):
+    while True:
         ids, labels = sentiment_batch(rng, 1, int(rng.integers(min_len, max_len + 1)), vocab_size)
-        samples.append(Sample(tuple(int(t) for t in ids[:, 0]), int(labels[0])))
-    return samples
+        yield Sample(tuple(int(t) for t in ids[:, 0]), int(labels[0]))
 
 
 def load_jsonl(path: str | Path, *, vocab_size: int | None = None) -> list[Sample]:
@@ -73,21 +80,27 @@ def load_jsonl(path: str | Path, *, vocab_size: int | None = None) -> list[Sampl
 
 def load_jsonl_lines(path: str | Path, *, vocab_size: int | None = None) -> tuple[list[Sample], list[int]]:
     """The samples of a token-id JSONL file and the line each came from (counting from 1)."""
+    pairs = list(jsonl_stream(path, vocab_size=vocab_size))
+    return [sample for sample, _ in pairs], [line for _, line in pairs]
+
+
+def jsonl_stream(path: str | Path, *, vocab_size: int | None = None) -> Iterator[tuple[Sample, int]]:
+    """Each sample of a token-id JSONL file with its line (counting from 1), read a line at a time; a bad row is
+    an InputError naming its line, a file without samples one naming the file."""
     path = Path(path)
+    found = False
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    found = True
+                    yield _parse_row(line, f"{path}:{number}", vocab_size), number
     except FileNotFoundError:
         raise InputError(f"{path}: data file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read as UTF-8 text: {exc}") from None
-    samples, numbers = [], []
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            samples.append(_parse_row(line, f"{path}:{number}", vocab_size))
-            numbers.append(number)
-    if not samples:
+    if not found:
         raise InputError(f"{path}: no samples (expected one JSON object per line)")
-    return samples, numbers
 
 
 def _parse_row(line: str, where: str, vocab_size: int | None) -> Sample:

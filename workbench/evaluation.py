@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +21,19 @@ from workbench.model import model_spec
 from workbench.recipe import ModelSpec, Recipe
 from workbench.runtimes import Runner
 from workbench.store.files import file_sha256, key
-from workbench.textdata import DataFacts, TextSummary
+from workbench.textdata import DataFacts
+from workbench.tokens import TokenFile
 
 DEFAULT_MAX_LENGTH = 512  # text data for a model that states no longest input
 
 
-@dataclass(frozen=True)
-class Loaded:
-    """Samples as read, where each came from (``file:line``; empty for the synthetic set), the text summary."""
+@dataclass
+class Reading:
+    """What tokenizing text did, counted as the stream goes by (None for token ids)."""
 
-    samples: list[data.Sample]
-    origins: tuple[str, ...]
-    text: TextSummary | None = None
+    max_length: int
+    truncated: int = 0
+    longest: int = 0
 
 
 def _tokenizer(recipe: Recipe, spec: ModelSpec) -> object:
@@ -66,49 +67,53 @@ def max_length(recipe: Recipe, spec: ModelSpec) -> int:
     return DEFAULT_MAX_LENGTH
 
 
-def load_file(recipe: Recipe, path: Path) -> Loaded:
-    """A data file in the recipe's format: labelled text when ``data.text`` is set, else token-id JSONL."""
+def file_stream(recipe: Recipe, path: Path, reading: Reading | None = None) -> Iterator[tuple[data.Sample, int]]:
+    """Each sample of a data file in the recipe's format with its line: labelled text when ``data.text`` is set
+    (``reading`` then counts what tokenizing cut), else token-id JSONL. Read as consumed; errors name the line."""
     spec, settings = model_spec(recipe), recipe.settings.data
+    names = class_names(recipe, spec)
     if settings.text is None:
-        samples, lines = data.load_jsonl_lines(path, vocab_size=spec.vocab_size)
-        names = class_names(recipe, spec)
-        for sample, line in zip(samples, lines, strict=True):
+        for sample, line in data.jsonl_stream(path, vocab_size=spec.vocab_size):
             if names and sample.label >= len(names):
                 textdata.label_index(sample.label, names, f"{path}:{line}")  # raises, naming the allowed labels
-        return Loaded(samples, tuple(f"{path}:{n}" for n in lines))
-    names = class_names(recipe, spec)
+            yield sample, line
+        return
     if not names:
         raise InputError(
             f"{recipe.path}: data.text: labelled text needs the model's class names: set model.classes, e.g. "
             "[negative, positive] (labels may then be names or indices)"
         )
-    samples, summary = textdata.load_text(
-        path, text=settings.text, label=settings.label, tokenizer=_tokenizer(recipe, spec),
-        max_length=max_length(recipe, spec), label_names=names, fmt="csv" if settings.csv else "jsonl",
-        vocab_size=spec.vocab_size,
-    )
-    return Loaded(samples, tuple(f"{path}:{line}" for line in summary.lines), summary)
+    limit = max_length(recipe, spec)
+    reading = reading or Reading(limit)
+    for sample, line, whole in textdata.text_stream(
+        path, text=settings.text, label=settings.label, tokenizer=_tokenizer(recipe, spec), max_length=limit,
+        label_names=names, fmt="csv" if settings.csv else "jsonl", vocab_size=spec.vocab_size,
+    ):
+        reading.truncated += whole > limit
+        reading.longest = max(reading.longest, whole)
+        yield sample, line
 
 
-def evaluation_set(recipe: Recipe) -> Loaded:
+def evaluation_set(recipe: Recipe) -> tuple[TokenFile, Reading | None]:
+    """The evaluation set read once, checked whole, written to a token file; and what tokenizing cut, for text."""
     settings = recipe.settings.data
     if settings.file is not None:
-        return load_file(recipe, recipe.resolve(settings.file))
+        path = recipe.resolve(settings.file)
+        reading = Reading(max_length(recipe, model_spec(recipe))) if settings.text is not None else None
+        return TokenFile(file_stream(recipe, path, reading), origin=str(path)), reading
     syn = settings.synthetic
     assert syn is not None
-    samples = data.synthetic(
-        syn.size, seed=syn.seed, split="held_out", min_len=syn.min_len, max_len=syn.max_len,
-        vocab_size=model_spec(recipe).vocab_size,
+    stream = data.synthetic_stream(
+        seed=syn.seed, split="held_out", min_len=syn.min_len, max_len=syn.max_len, vocab_size=model_spec(recipe).vocab_size
     )
-    return Loaded(samples, ())
+    return TokenFile((sample, 0) for sample in islice(stream, syn.size)), None
 
 
 @dataclass(frozen=True)
 class Evaluation:
     """The evaluation set and how to feed it, the same for the reference and every artifact."""
 
-    samples: list[data.Sample]
-    labels: np.ndarray
+    tokens: TokenFile
     feed: FeedSpec
     batch_size: int
     key: str
@@ -116,26 +121,37 @@ class Evaluation:
     calibration: Callable[[int], list[data.Sample]]  # n -> samples disjoint from the evaluation set
     calibration_key: str  # what decides the calibration samples
     facts: DataFacts | None = None  # size, classes, truncation, resolution: what the report says of the set
-    origins: tuple[str, ...] = ()  # file:line of each sample (empty for the synthetic set)
 
-    def outputs(self, runner: Runner, advance: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-        """``logits`` of the runner in equal-length batches and, for a model with a mask, ``padded``: the same
-        samples in mixed-length padded batches. A label the logits have no class for is an InputError."""
-        run = partial(validate.logits, runner, self.samples, self.feed, batch_size=self.batch_size)
-        logits = run(advance=advance)
-        self.check_labels(logits.shape[-1])
-        return {"logits": logits, **({"padded": run(padded=True)} if self.padding else {})}
+    @property
+    def labels(self) -> np.ndarray:
+        return self.tokens.labels
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def head(self, n: int) -> list[data.Sample]:
+        """The first ``n`` samples (batch dependence and per-layer error look at these)."""
+        return self.tokens.head(n)
+
+    def outputs(self, runner: Runner, folder: Path, advance: Callable[[int], None] | None = None) -> None:
+        """Write ``logits.npy`` of the runner in equal-length batches and, for a model with a mask, ``padded.npy``:
+        the same samples in mixed-length padded batches, into ``folder``, a window of samples at a time. A label the
+        logits have no class for is an InputError."""
+        validate.write_logits(runner, self.tokens.windows(self.batch_size), len(self), self.feed, folder / "logits.npy",
+                              batch_size=self.batch_size, advance=advance, check=self.check_labels)
+        if self.padding:
+            validate.write_logits(runner, self.tokens.windows(self.batch_size), len(self), self.feed,
+                                  folder / "padded.npy", batch_size=self.batch_size, padded=True)
 
     def check_labels(self, classes: int) -> None:
         """Refuse a label the model has no class for: one line naming where it is and the allowed labels."""
         bad = np.flatnonzero(self.labels >= classes)
         if bad.size:
             first = int(bad[0])
-            where = self.origins[first] if self.origins else f"sample {first}"
             names = self.facts.class_names if self.facts and self.facts.class_names else ()
             allowed = textdata.allowed_labels(names) if names else f"0..{classes - 1} (the model has {classes} outputs)"
             raise InputError(
-                f"{where}: label {int(self.labels[first])} is not one of the model's classes "
+                f"{self.tokens.where(first)}: label {int(self.labels[first])} is not one of the model's classes "
                 f"({bad.size} such labels); allowed: {allowed}"
             )
 
@@ -153,7 +169,11 @@ def calibration_set(recipe: Recipe) -> tuple[Callable[[int], list[data.Sample]],
     vocab = model_spec(recipe).vocab_size
     if spec.calibration is not None:
         path = recipe.resolve(spec.calibration)
-        return (lambda n: load_file(recipe, path).samples[:n]), key("file", file_sha256(path), _reading(recipe))
+
+        def first(n: int) -> list[data.Sample]:
+            return [sample for sample, _ in islice(file_stream(recipe, path), n)]
+
+        return first, key("file", file_sha256(path), _reading(recipe))
     syn = spec.synthetic
     if syn is None:
         where = f"{recipe.path}: data.calibration"
@@ -180,10 +200,10 @@ def _reading(recipe: Recipe) -> str | None:
     return key(file_sha256(recipe.resolve(spec.tokenizer)) if spec.tokenizer else None, max_length(recipe, spec))
 
 
-def facts_of(recipe: Recipe, loaded: Loaded) -> DataFacts:
+def facts_of(recipe: Recipe, tokens: TokenFile, reading: Reading | None) -> DataFacts:
     """What the report says of the set; refuses a set below data.min_samples."""
     settings = recipe.settings.data
-    n = len(loaded.samples)
+    n = len(tokens)
     where = f"{recipe.path}: data ({settings.file or 'synthetic'})"
     textdata.require_samples(n, floor=settings.min_samples, where=where)
     names = class_names(recipe, model_spec(recipe))
@@ -194,18 +214,17 @@ def facts_of(recipe: Recipe, loaded: Loaded) -> DataFacts:
             n, min_agreement=stage.accept.min_agreement, max_accuracy_drop=stage.accept.max_accuracy_drop
         )
     )
-    text = loaded.text
-    labels = [s.label for s in loaded.samples]
+    counts = np.bincount(tokens.labels, minlength=len(names))[: len(names)] if names else ()
     return DataFacts(
         samples=n,
         min_samples=settings.min_samples,
         resolution=textdata.resolution(n).step,
         class_names=names,
-        label_counts=tuple(labels.count(k) for k in range(len(names))),
-        tokenizer=_tokenizer_name(recipe) if text else None,
-        max_length=text.max_length if text else None,
-        truncated=text.truncated if text else 0,
-        longest=text.longest if text else None,
+        label_counts=tuple(int(c) for c in counts),
+        tokenizer=_tokenizer_name(recipe) if reading else None,
+        max_length=reading.max_length if reading else None,
+        truncated=reading.truncated if reading else 0,
+        longest=reading.longest if reading else None,
         coarse=coarse,
     )
 
@@ -216,15 +235,14 @@ def _tokenizer_name(recipe: Recipe) -> str:
 
 
 def evaluation_of(recipe: Recipe) -> Evaluation:
-    loaded = evaluation_set(recipe)
-    facts = facts_of(recipe, loaded)
+    tokens, reading = evaluation_set(recipe)
+    facts = facts_of(recipe, tokens, reading)
     spec = recipe.settings.data
     model = model_spec(recipe)
     file = recipe.resolve(spec.file) if spec.file else None
     calibration, calibration_key = calibration_set(recipe)
     return Evaluation(
-        loaded.samples,
-        np.array([s.label for s in loaded.samples]),
+        tokens,
         model.feed,
         spec.batch_size,
         # what decides the samples and how they are fed (the synthetic set draws its noise from the vocabulary)
@@ -239,5 +257,4 @@ def evaluation_of(recipe: Recipe) -> Evaluation:
         calibration,
         calibration_key,
         facts,
-        loaded.origins,
     )

@@ -92,9 +92,10 @@ def _reference(ctx: RunContext) -> tuple[Reference, np.ndarray]:
     ev = ctx.evaluation
     t0 = time.perf_counter()
 
-    def compute() -> dict[str, Any]:
+    def compute(scratch: Path) -> dict[str, Any]:
         ctx.progress.checkpoint("reference")
-        return ev.outputs(ctx.pool.reference(), ctx.progress.validating("reference", len(ev.samples)))
+        ev.outputs(ctx.pool.reference(), scratch, ctx.progress.validating("reference", len(ev)))
+        return {}
 
     entry = key("reference", ctx.model_key, ev.key, ctx.versions["torch"])
     arrays, _, cached = _cached_arrays(ctx, entry, compute)
@@ -105,7 +106,7 @@ def _reference(ctx: RunContext) -> tuple[Reference, np.ndarray]:
         sha256=ctx.source.metadata["weights_sha256"],
         bytes=weights.stat().st_size,
         accuracy=float(np.mean(logits.argmax(1) == ev.labels)),
-        samples=len(ev.samples),
+        samples=len(ev),
         seconds=time.perf_counter() - t0,
         cached=cached,
         padding=_padding_check(arrays, logits, ev, FP32.accept),
@@ -133,18 +134,16 @@ def _padding_check(arrays: dict[str, np.ndarray], unpadded: np.ndarray, ev: Eval
 
 
 def _cached_arrays(
-    ctx: RunContext, entry_key: str, compute: Callable[[], dict[str, Any]]
+    ctx: RunContext, entry_key: str, compute: Callable[[Path], dict[str, Any]]
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
-    """Arrays (and facts: the ``facts`` entry of ``compute``'s result) from the cache, or computed and stored."""
+    """Arrays (the ``.npy`` files ``compute`` writes into its folder, read back as memory maps, so a set of any size
+    is never held whole) and facts (what ``compute`` returns) from the cache, or computed and stored."""
 
     def fill(scratch: Path, facts: dict[str, Any]) -> None:
-        result = compute()
-        facts.update(result.pop("facts", {}))
-        for name, array in result.items():
-            np.save(scratch / f"{name}.npy", array)
+        facts.update(compute(scratch))
 
     folder, facts, was_cached = ctx.cache.fetch(entry_key, fill, force=ctx.force)
-    return {p.stem: np.load(p) for p in folder.glob("*.npy")}, facts, was_cached
+    return {p.stem: np.load(p, mmap_mode="r") for p in folder.glob("*.npy")}, facts, was_cached
 
 
 def _layer_errors(
@@ -159,7 +158,7 @@ def _layer_errors(
     from workbench.decide import sensitivity
 
     ev = ctx.evaluation
-    samples = ev.samples[: settings.samples]
+    samples = ev.head(settings.samples)
     entry = key(
         "layer_errors", record.artifact.sha256, file_sha256(source.onnx), ev.key, settings.samples,
         config.params.model_dump(mode="json"), ctx.versions, environment.source_sha256(sensitivity.layer_errors),
@@ -253,21 +252,22 @@ def _check_on(
     )
     path = record.artifact.path
 
-    def compute() -> dict[str, Any]:
+    def compute(scratch: Path) -> dict[str, Any]:
         try:
             runner = ctx.pool.artifact(runtime.name, runtime.params, record.stage, path)
         except NotApplicable as refusal:
-            return {"facts": {"not_applicable": str(refusal)}}
+            return {"not_applicable": str(refusal)}
         runner.check_inputs(ev.feed.names, path)
         ctx.progress.checkpoint(f"validate:{record.stage}")
         try:
-            arrays: dict[str, Any] = ev.outputs(runner, ctx.progress.validating(row, len(ev.samples)))
+            ev.outputs(runner, scratch, ctx.progress.validating(row, len(ev)))
             if alone:
-                arrays["alone"] = validate.alone(runner, ev.samples[:BATCH_DEPENDENCE_SAMPLES], ev.feed)
+                np.save(scratch / "alone.npy", validate.alone(runner, ev.head(BATCH_DEPENDENCE_SAMPLES), ev.feed))
         except validate.RunFailed as exc:
-            return {"facts": {"error": str(exc), "precision": runner.precision}}
-        arrays["facts"] = {"precision": runner.precision}
-        return arrays
+            for written in scratch.glob("*.npy"):  # outputs of the batches before the failure
+                written.unlink()
+            return {"error": str(exc), "precision": runner.precision}
+        return {"precision": runner.precision}
 
     if entry not in shared:  # the same entry again in this run: the same graph on the same engine
         shared[entry] = _cached_arrays(ctx, entry, compute)

@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,25 +92,31 @@ def _rows_jsonl(path: Path, text: str, label: str) -> Iterator[TextRow]:
 
 def read_rows(path: str | Path, *, text: str, label: str, fmt: str | None = None) -> list[TextRow]:
     """Every row of a CSV (with a header) or JSONL file; ``fmt`` defaults to the file's suffix."""
+    return list(row_stream(path, text=text, label=label, fmt=fmt))
+
+
+def row_stream(path: str | Path, *, text: str, label: str, fmt: str | None = None) -> Iterator[TextRow]:
+    """The rows of a CSV (with a header) or JSONL file, read as they are needed; every error names its line."""
     path = Path(path)
     fmt = fmt or path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise InputError(f"{path}: unknown data format {fmt!r}; choose one of {', '.join(FORMATS)}")
     reader = _rows_csv if fmt == "csv" else _rows_jsonl
+    found = False
     try:
-        rows = list(reader(path, text, label))
+        for row in reader(path, text, label):
+            if not row.text.strip():
+                raise InputError(f"{path}:{row.line}: empty text in {text!r}")
+            found = True
+            yield row
     except FileNotFoundError:
         raise InputError(f"{path}: data file not found") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text: {exc}") from None
     except csv.Error as exc:
         raise InputError(f"{path}: not readable as CSV: {exc}") from None
-    if not rows:
+    if not found:
         raise InputError(f"{path}: no samples (expected rows with {text!r} and {label!r})")
-    for row in rows:
-        if not row.text.strip():
-            raise InputError(f"{path}:{row.line}: empty text in {text!r}")
-    return rows
 
 
 def allowed_labels(names: Sequence[str]) -> str:
@@ -199,23 +206,51 @@ def load_text(
 ) -> tuple[list[Sample], TextSummary]:
     """Read, check and tokenize labelled text; ``tokenizer``: a transformers tokenizer or a ``tokenizers.Tokenizer``."""
     path = Path(path)
-    rows = read_rows(path, text=text, label=label, fmt=fmt)
-    labels = [label_index(row.label, label_names, f"{path}:{row.line}") for row in rows]
-    encoded = encode(tokenizer, [row.text for row in rows], max_length=max_length)
-    if vocab_size is not None:
-        _check_vocabulary(encoded, rows, vocab_size, path)
-    samples = [Sample(tuple(ids), k) for (ids, _), k in zip(encoded, labels, strict=True)]
+    samples, lines, lengths = [], [], []
+    for sample, line, whole in text_stream(
+        path, text=text, label=label, tokenizer=tokenizer, max_length=max_length, label_names=label_names,
+        fmt=fmt, vocab_size=vocab_size,
+    ):
+        samples.append(sample)
+        lines.append(line)
+        lengths.append(whole)
+    labels = [s.label for s in samples]
     summary = TextSummary(
         path=path,
         samples=len(samples),
-        truncated=sum(whole > max_length for _, whole in encoded),
+        truncated=sum(whole > max_length for whole in lengths),
         max_length=max_length,
-        longest=max(whole for _, whole in encoded),
+        longest=max(lengths),
         label_names=tuple(label_names),
         label_counts=tuple(labels.count(k) for k in range(len(label_names))),
-        lines=tuple(row.line for row in rows),
+        lines=tuple(lines),
     )
     return samples, summary
+
+
+def text_stream(
+    path: str | Path,
+    *,
+    text: str,
+    label: str,
+    tokenizer: Any,
+    max_length: int,
+    label_names: Sequence[str],
+    fmt: str | None = None,
+    vocab_size: int | None = None,
+    chunk: int = 1024,
+) -> Iterator[tuple[Sample, int, int]]:
+    """Each sample of labelled text with its line and its tokenized length before the cut, tokenized ``chunk``
+    rows at a time, so a file of any size is read with bounded memory."""
+    path = Path(path)
+    rows = row_stream(path, text=text, label=label, fmt=fmt)
+    while block := list(islice(rows, chunk)):
+        labels = [label_index(row.label, label_names, f"{path}:{row.line}") for row in block]
+        encoded = encode(tokenizer, [row.text for row in block], max_length=max_length)
+        if vocab_size is not None:
+            _check_vocabulary(encoded, block, vocab_size, path)
+        for row, (ids, whole), k in zip(block, encoded, labels, strict=True):
+            yield Sample(tuple(ids), k), row.line, whole
 
 
 class DataFacts(BaseModel):

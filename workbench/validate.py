@@ -5,7 +5,8 @@ Comparison returns numbers, not a bool; the verdict is a separate step with its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -16,11 +17,13 @@ from workbench.precision import Accept
 from workbench.results import BatchDependence, Check, Comparison
 from workbench.runtimes.base import Runner
 
+
 class RunFailed(Exception):
     """An engine failed while running an artifact on the evaluation set; the message says where and why."""
 
 
 REL_EPSILON = 1e-6  # relative error = |candidate - reference| / (|reference| + REL_EPSILON)
+COMPARE_ROWS = 65536  # rows compared at a time
 Advance = Callable[[int], None]
 
 
@@ -38,23 +41,58 @@ def logits(
     Equal-length batches by default (no padding, so batching changes nothing in fp32); ``padded``:
     mixed-length batches padded to their longest sample with the mask set, as a serving batcher sends them.
     """
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    parts = list(_outputs(runner, samples, feed, batch_size=batch_size, padded=padded, advance=advance))
+    out = np.empty((len(samples), parts[0][1].shape[1]), dtype=np.float32)
+    for indices, values in parts:
+        out[indices] = values
+    return out
+
+
+def write_logits(
+    runner: Runner,
+    windows: Iterable[tuple[int, Sequence[Sample]]],
+    total: int,
+    feed: FeedSpec,
+    path: Path,
+    *,
+    batch_size: int,
+    padded: bool = False,
+    advance: Advance | None = None,
+    check: Callable[[int], None] | None = None,
+) -> None:
+    """``logits`` over a set read as windows ((first index, samples) each), written to the ``.npy`` file ``path``
+    as they come: memory holds one window and one batch, not the set. ``check(classes)`` runs on the first batch."""
+    out: np.ndarray | None = None
+    for start, samples in windows:
+        for indices, values in _outputs(runner, samples, feed, batch_size=batch_size, padded=padded, advance=advance):
+            if out is None:
+                if check:
+                    check(values.shape[1])
+                out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(total, values.shape[1]))
+            out[start + indices] = values
+    if out is None:
+        raise InputError("the evaluation set is empty")
+    out.flush()
+    del out
+
+
+def _outputs(
+    runner: Runner, samples: Sequence[Sample], feed: FeedSpec, *, batch_size: int, padded: bool, advance: Advance | None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions in ``samples``, the runner's first output) per batch."""
     groups = padded_batches(samples, max_batch=batch_size) if padded else batches(samples, max_batch=batch_size)
     for batch in groups:
         feeds = feed.feeds(batch.tokens, batch.mask)
         try:
-            parts.append((batch.indices, runner.first_output(feeds)))
+            values = runner.first_output(feeds)
         except InputError:
             raise  # the PyTorch model failing on the declared inputs: the recipe does not fit it
         except Exception as exc:  # the engine's own error, kept as the row's failure
             shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
             raise RunFailed(failure_text(exc, f"{runner.name} failed on inputs {shapes}")) from None
+        yield batch.indices, values
         if advance:
             advance(len(batch.indices))
-    out = np.empty((len(samples), parts[0][1].shape[1]), dtype=np.float32)
-    for indices, values in parts:
-        out[indices] = values
-    return out
 
 
 def alone(runner: Runner, samples: Sequence[Sample], feed: FeedSpec) -> np.ndarray:
@@ -69,21 +107,36 @@ def batch_dependence(in_batch: np.ndarray, by_itself: np.ndarray) -> BatchDepend
 
 
 def compare(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, *, rtol: float = 0.0) -> Comparison:
+    """Errors, agreement and accuracy of ``candidate`` against ``reference`` (arrays or ``.npy`` memory maps),
+    accumulated over blocks of rows, so comparing a set of any size holds one block in memory."""
     if candidate.shape != reference.shape:
         raise InputError(f"output shape {candidate.shape} differs from the reference's {reference.shape}")
-    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
-    rel = diff / (np.abs(reference.astype(np.float64)) + REL_EPSILON)
-    top, ref_top = candidate.argmax(axis=1), reference.argmax(axis=1)
+    max_abs = sum_abs = max_rel = 0.0
+    max_excess = -np.inf
+    same = correct = ref_correct = 0
+    for start in range(0, len(labels), COMPARE_ROWS):
+        rows = slice(start, start + COMPARE_ROWS)
+        ref = np.asarray(reference[rows], dtype=np.float64)
+        cand = np.asarray(candidate[rows], dtype=np.float64)
+        diff = np.abs(cand - ref)
+        max_abs, sum_abs = max(max_abs, float(diff.max())), sum_abs + float(diff.sum())
+        max_rel = max(max_rel, float((diff / (np.abs(ref) + REL_EPSILON)).max()))
+        max_excess = max(max_excess, float((diff - rtol * np.abs(ref)).max()))
+        top, ref_top = cand.argmax(axis=1), ref.argmax(axis=1)
+        same += int(np.sum(top == ref_top))
+        correct += int(np.sum(top == labels[rows]))
+        ref_correct += int(np.sum(ref_top == labels[rows]))
+    n = len(labels)
     return Comparison(
-        samples=len(labels),
-        max_abs_error=float(diff.max()),
-        mean_abs_error=float(diff.mean()),
-        max_rel_error=float(rel.max()),
+        samples=n,
+        max_abs_error=max_abs,
+        mean_abs_error=sum_abs / (n * candidate.shape[1]),
+        max_rel_error=max_rel,
         rtol=rtol,
-        max_excess=float((diff - rtol * np.abs(reference.astype(np.float64))).max()),
-        agreement=float(np.mean(top == ref_top)),
-        accuracy=float(np.mean(top == labels)),
-        reference_accuracy=float(np.mean(ref_top == labels)),
+        max_excess=max_excess,
+        agreement=same / n,
+        accuracy=correct / n,
+        reference_accuracy=ref_correct / n,
     )
 
 
