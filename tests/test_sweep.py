@@ -106,7 +106,8 @@ def test_without_a_cluster_only_this_machines_type_runs_and_it_says_so(project, 
     outcomes = sweep.sweep(paths, address=None, types=("avx2", "avx512_vnni"), force=False, threads=None, bench=False,
                            say=Console(file=out, width=200))
     local = cpu_type()
-    assert [(o.job.machine, o.task.report) for o in outcomes] == [(local, str(root / f"reports/mlp/{local}"))]
+    assert [(o.job.machine, o.task.report) for o in outcomes] == [(local, str(root / f"reports/mlp@{local}"))]
+    assert main(["run", str(paths[0]), "--no-bench", "--quiet"]) == 0  # a plain run replaces reports/mlp only
     run = load(Path(outcomes[0].task.report))
     assert _figures(run) == separate["mlp"] and [s.cached for s in run.stages] == [False] * 3, "a cache of its own"
     text = out.getvalue()
@@ -154,7 +155,7 @@ def test_a_sweep_on_a_two_node_ray_cluster(project, separate):
     nodes = {t.machine: {u.node for u in tasks if u.machine == t.machine} for t in tasks}
     assert all(len(n) == 1 for n in nodes.values()) and nodes["avx2"] != nodes["avx512_vnni"], nodes
     for t in tasks:
-        assert t.report == str(root / f"reports/{t.name}/{t.machine}")
+        assert t.report == str(root / f"reports/{t.name}@{t.machine}")
         run = load(Path(t.report))
         assert _figures(run) == separate[t.name], f"{t.name} on {t.machine}: figures differ from a separate run"
         assert run.bench is not None and not run.bench.cached and run.bench.timings

@@ -4,7 +4,7 @@ A task is ``run_task``: a top-level function of a recipe file and parameters tha
 lands (sessions are built there) and returns its report folder, with ``task.json`` beside ``metrics.json`` saying
 where and when it ran. With benchmarks on, a task takes a whole node, so timings never share a machine with other
 work; with ``--no-bench`` it takes one CPU. With ``--machines`` each recipe runs once per CPU type (on a node that
-advertises the type), its report under ``reports/<name>/<type>/`` and its own cache per type, so no check or timing
+advertises the type), its report in ``reports/<name>@<type>/`` and its own cache per type, so no check or timing
 made on one type is served on another; the sweep then prints one column per type. Without a cluster only this
 machine's type runs, and the sweep says which it is.
 """
@@ -59,7 +59,8 @@ class _OnMachine(Recipe):
 
 
 def on_machine(recipe: Recipe, machine: str) -> Recipe:
-    """``recipe`` with its report under ``reports/<name>/<machine>/`` and its cache under ``<cache>/machine-<type>``."""
+    """``recipe`` with its report in ``reports/<name>@<machine>/`` (beside, not inside, the folder a plain ``run``
+    replaces whole) and its cache under ``<cache>/machine-<type>`` (layer errors and tuning are measured there too)."""
     root = recipe.settings.cache
     if root is not None and "://" in root:
         cache = f"{root.rstrip('/')}/machine-{machine}"
@@ -67,7 +68,7 @@ def on_machine(recipe: Recipe, machine: str) -> Recipe:
         cache = str((recipe.resolve(root) if root else recipe.root / CACHE_DIR) / f"machine-{machine}")
     fields = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe)}
     fields["settings"] = recipe.settings.model_copy(update={"cache": cache})
-    return _OnMachine(**fields, folder=recipe.report_dir / machine)
+    return _OnMachine(**fields, folder=recipe.report_dir.with_name(f"{recipe.report_dir.name}@{machine}"))
 
 
 def run_task(recipe_path: str, machine: str | None, *, force: bool, threads: int | None, bench: bool) -> str:
