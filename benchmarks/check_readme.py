@@ -94,6 +94,13 @@ CLAIMS: tuple[Claim, ...] = (
     ),
     Claim(r"int8 size <= 26% of fp32 \| (?P<value>[\d.]+)%", "int8 size as a share of fp32", scale=0.01),
     Claim(r"\| (?P<value>[\d.]+) points drop \|", "accuracy drop vs pytorch fp32, points"),
+    # scale.py
+    Claim(r"peak RSS\s+(?P<low>[\d,]+)-(?P<high>[\d,]+) MB at 2,000 samples", "scale peak RSS MB at 2000"),
+    Claim(r"(?P<low>[\d,]+)-(?P<high>[\d,]+) MB at 32,000 samples", "scale peak RSS MB at 32000"),
+    Claim(r"32,000 over 2,000: (?P<low>[\d.]+)-(?P<high>[\d.]+)x", "scale peak RSS largest / smallest"),
+    Claim(r"added 1,000 samples cost (?P<low>[\d.]+)-(?P<high>[\d.]+) s", "scale marginal seconds per 1k samples, least"),
+    Claim(r"added 1,000 samples cost (?P<low>[\d.]+)-(?P<high>[\d.]+) s", "scale marginal seconds per 1k samples, most"),
+    Claim(r"that cost varies by\s+at most (?P<value>[\d.]+)x", "scale marginal cost largest / smallest", bound="at_most"),
     # exactness.py
     Claim(
         r"onnxruntime's LSTM differs from PyTorch by\s+at\s+most\s+(?P<value>[\d.e-]+)",

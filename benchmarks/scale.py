@@ -17,19 +17,29 @@ up to ``batch_size`` x the longest sample, not with the set. At 8, batches are f
 compare set sizes alone. ``--batch-size 64`` shows the other effect (the table prints each size's largest batch).
 
 Figures for ``--check-readme`` (see benchmarks/check_readme.py): ``scale peak RSS MB at <samples>``,
-``scale peak RSS largest / smallest``, ``scale marginal cost largest / smallest``.
+``scale peak RSS largest / smallest``, ``scale marginal seconds per 1k samples, least`` and ``, most`` (between
+consecutive sizes), ``scale marginal cost largest / smallest``.
 
-    python benchmarks/scale.py [--recipe recipes/int8.yaml] [--sizes 2000 8000 32000] [--batch-size 8] [--check-readme]
+With ``--ray`` the same sizes run with each validation pass split across the workers of a Ray cluster started here
+for the purpose (``ray start --head``, one worker per core; ``run --ray auto``): the table then adds the largest
+worker's peak RSS, which each worker measures itself, and the ratios are given for the run's own process and for the
+workers. Its figures are not README claims.
+
+    python benchmarks/scale.py [--recipe recipes/int8.yaml] [--sizes 2000 8000 32000] [--batch-size 8] [--ray]
+                               [--check-readme]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -52,6 +62,7 @@ class Measured(NamedTuple):
     validation: float  # what the report says validation took
     peak_rss_mb: float
     exit_code: int
+    worker_rss_mb: float | None = None  # with --ray: the largest Ray worker's peak RSS
 
 
 def sized_recipe(recipe: Path, samples: int, folder: Path, batch_size: int | None = None) -> Path:
@@ -73,13 +84,14 @@ def sized_recipe(recipe: Path, samples: int, folder: Path, batch_size: int | Non
     return path
 
 
-def measure(recipe: Path, threads: int | None) -> Measured:
+def measure(recipe: Path, threads: int | None, ray: bool = False) -> Measured:
     """Run ``workbench run RECIPE --no-bench --quiet`` in a child process: wall time and the child's peak RSS."""
     from workbench import recipe as recipes
     from workbench.results import Run
 
     command = [sys.executable, "-m", "workbench", "run", str(recipe), "--no-bench", "--quiet"]
     command += ["--threads", str(threads)] if threads else []
+    command += ["--ray", "auto"] if ray else []
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
@@ -89,7 +101,9 @@ def measure(recipe: Path, threads: int | None) -> Measured:
     run = Run.load((parsed.report_dir / "metrics.json").read_text())
     samples = parsed.settings.data.synthetic.size
     largest = largest_batch(parsed)
-    return Measured(samples, largest, seconds, run.time.validation, usage.ru_maxrss / 1024, child.returncode)
+    split = run.environment.split
+    return Measured(samples, largest, seconds, run.time.validation, usage.ru_maxrss / 1024, child.returncode,
+                    split.peak_worker_rss_mb if split else None)
 
 
 def largest_batch(recipe) -> int:
@@ -120,14 +134,39 @@ def show(rows: list[Measured]) -> dict[str, float]:
     figures["scale peak RSS largest / smallest"] = rss
     print(f"peak RSS at {last.samples:,} / at {first.samples:,}: {rss:.2f} "
           f"(target <= {RSS_TARGET:.2f}: {'met' if rss <= RSS_TARGET else 'NOT met'})")
+    if first.worker_rss_mb and last.worker_rss_mb:
+        print("Ray workers' largest peak RSS MB: " + ", ".join(f"{m.worker_rss_mb:.0f}" for m in rows))
+        workers = last.worker_rss_mb / first.worker_rss_mb
+        print(f"Ray workers' peak RSS at {last.samples:,} / at {first.samples:,}: {workers:.2f} "
+              f"(target <= {RSS_TARGET:.2f}: {'met' if workers <= RSS_TARGET else 'NOT met'})")
     marginal = [1000 * (b.seconds - a.seconds) / (b.samples - a.samples) for a, b in zip(rows, rows[1:])]
     print("marginal seconds per 1k samples between sizes: " + ", ".join(f"{m:.2f}" for m in marginal))
+    if marginal:
+        figures["scale marginal seconds per 1k samples, least"] = min(marginal)
+        figures["scale marginal seconds per 1k samples, most"] = max(marginal)
     if len(marginal) >= 2 and min(marginal) > 0:
         spread = max(marginal) / min(marginal)
         figures["scale marginal cost largest / smallest"] = spread
         print(f"largest / smallest marginal cost: {spread:.2f} "
               f"(linear: <= {LINEAR_WITHIN:.2f}: {'met' if spread <= LINEAR_WITHIN else 'NOT met'})")
     return figures
+
+
+@contextlib.contextmanager
+def local_ray(wanted: bool) -> Iterator[None]:
+    """A Ray cluster on this machine for the runs (``ray start --head``, one CPU per core), stopped afterwards."""
+    if not wanted:
+        yield
+        return
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray is None:
+        raise SystemExit('--ray needs Ray: pip install -e ".[ray]"')
+    subprocess.run([ray, "start", "--head", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        subprocess.run([ray, "stop"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> int:
@@ -137,17 +176,20 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="threads for every engine (default: the recipe's)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="data.batch_size for every size (default 8: full batches at every size; see above)")
+    parser.add_argument("--ray", action="store_true", help="split validation across a Ray cluster started here")
     parser.add_argument("--check-readme", action="store_true", help="compare the figures with the README's claims")
     args = parser.parse_args()
+    if args.ray and args.check_readme:
+        parser.error("--check-readme checks the figures of one process; run it without --ray")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    with tempfile.TemporaryDirectory(prefix="wb-scale-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="wb-scale-") as tmp, local_ray(args.ray):
         folder = Path(tmp)
         warm = measure(sized_recipe(args.recipe, WARM_SIZE, folder, args.batch_size), args.threads)
         print(f"warm-up at {WARM_SIZE} samples (fills the stage entries): {warm.seconds:.1f} s, "
               f"{warm.peak_rss_mb:.0f} MB", flush=True)
         rows = []
         for size in sorted(args.sizes):
-            rows.append(measure(sized_recipe(args.recipe, size, folder, args.batch_size), args.threads))
+            rows.append(measure(sized_recipe(args.recipe, size, folder, args.batch_size), args.threads, args.ray))
             print(f"  {size:,} samples: {rows[-1].seconds:.1f} s, {rows[-1].peak_rss_mb:.0f} MB", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     figures = show(rows)

@@ -12,11 +12,9 @@ import subprocess
 import sys
 import tracemalloc
 from itertools import islice
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tiny_models import TINY_LSTM, save_tiny_lstm
 
 from workbench import data, tokens, validate
@@ -167,7 +165,7 @@ def test_a_run_streams_a_set_of_several_windows_and_bounds_pytorchs_shape_cache(
     for env, want in (({}, "16"), ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "3"}, "3")):
         done = subprocess.run(
             [sys.executable, "-m", "workbench", "run", "big.yaml", "--no-bench", "--quiet", "--force"],
-            cwd=project, env={**clean, **env}, capture_output=True, text=True,
+            cwd=project, env={**clean, **env}, capture_output=True, text=True, check=False,
         )
         assert done.returncode == 0, done.stderr
         run = Run.load((project / "reports" / "big" / "metrics.json").read_text())

@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-bench", action="store_true", help="skip the benchmarks")
     run.add_argument("--rebench", action="store_true", help="measure the benchmarks again instead of using the cache")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument(
+        "--ray", metavar="ADDRESS", default=None,
+        help="split each validation pass across workers of this Ray cluster (auto: the one started on this machine); "
+        "benchmarks stay in this process",
+    )
+    run.add_argument("--workers", type=int, default=None, help="Ray workers for --ray (default: one per CPU of the cluster)")
 
     bench = command("bench", "time ONNX files on one engine (and, given a recipe, beside the PyTorch references)")
     bench.add_argument("files", type=Path, nargs="+", metavar="ARTIFACT.onnx", help="the ONNX files to time")
@@ -107,15 +113,29 @@ def _run(args: argparse.Namespace) -> int:
     parsed = recipes.load(args.recipe)
     if args.threads is not None and args.threads < 1:
         raise WorkbenchError("--threads must be >= 1")
-    return run_recipe(
-        parsed,
-        force=args.force,
-        threads=args.threads,
-        quiet=args.quiet,
-        bench=not args.no_bench,
-        rebench=args.rebench,
-        started=args.started,
-    )
+    if args.workers is not None and (args.ray is None or args.workers < 1):
+        raise WorkbenchError("--workers needs --ray and must be >= 1")
+    joined, spread = False, None
+    if args.ray is not None:
+        from workbench import cluster
+        from workbench.spread import Spread
+
+        joined = cluster.connect(args.ray)
+        spread = Spread(workers=args.workers or max(1, sum(n.cpus for n in cluster.nodes())))
+    try:
+        return run_recipe(
+            parsed,
+            force=args.force,
+            threads=args.threads,
+            quiet=args.quiet,
+            bench=not args.no_bench,
+            rebench=args.rebench,
+            started=args.started,
+            spread=spread,
+        )
+    finally:
+        if joined:
+            cluster.disconnect()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from workbench.evaluation import Evaluation, evaluation_of
 from workbench.progress import Progress
 from workbench.recipe import Recipe
 from workbench.runtimes.pool import Pool
+from workbench.spread import Spread
 from workbench.stages import TorchSource
 from workbench.store.cache import Cache
 
@@ -35,6 +36,7 @@ class RunContext:
     threads: int
     force: bool = False
     progress: Progress = field(default_factory=Progress)
+    spread: Spread | None = None  # validation passes split across Ray workers (``run --ray``)
 
     @cached_property
     def cache(self) -> Cache:

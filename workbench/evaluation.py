@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from workbench.feeds import FeedSpec
 from workbench.model import model_spec
 from workbench.recipe import ModelSpec, Recipe
 from workbench.runtimes import Runner
+from workbench.spread import RunnerSpec, Spread
 from workbench.store.files import file_sha256, key
 from workbench.textdata import DataFacts
 from workbench.tokens import TokenFile
@@ -133,15 +135,23 @@ class Evaluation:
         """The first ``n`` samples (batch dependence and per-layer error look at these)."""
         return self.tokens.head(n)
 
-    def outputs(self, runner: Runner, folder: Path, advance: Callable[[int], None] | None = None) -> None:
+    def outputs(
+        self,
+        runner: Runner,
+        folder: Path,
+        advance: Callable[[int], None] | None = None,
+        spread: tuple[Spread, RunnerSpec] | None = None,
+    ) -> None:
         """Write ``logits.npy`` of the runner in equal-length batches and, for a model with a mask, ``padded.npy``:
-        the same samples in mixed-length padded batches, into ``folder``, a window of samples at a time. A label the
-        logits have no class for is an InputError."""
-        validate.write_logits(runner, self.tokens.windows(self.batch_size), len(self), self.feed, folder / "logits.npy",
-                              batch_size=self.batch_size, advance=advance, check=self.check_labels)
+        the same samples in mixed-length padded batches, into ``folder``, a window of samples at a time (computed by
+        Ray workers that build the runner ``spread`` describes, when given). A label the logits have no class for is
+        an InputError."""
+        write = partial(spread[0].write_logits, spread[1]) if spread else partial(validate.write_logits, runner)
+        write(self.tokens.windows(self.batch_size), len(self), self.feed, folder / "logits.npy",
+              batch_size=self.batch_size, advance=advance, check=self.check_labels)
         if self.padding:
-            validate.write_logits(runner, self.tokens.windows(self.batch_size), len(self), self.feed,
-                                  folder / "padded.npy", batch_size=self.batch_size, padded=True)
+            write(self.tokens.windows(self.batch_size), len(self), self.feed, folder / "padded.npy",
+                  batch_size=self.batch_size, padded=True)
 
     def check_labels(self, classes: int) -> None:
         """Refuse a label the model has no class for: one line naming where it is and the allowed labels."""

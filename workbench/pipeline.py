@@ -25,6 +25,7 @@ from workbench.precision import FP32, Accept
 from workbench.recipe import RuntimeConfig, StageConfig
 from workbench.results import Check, EngineCheck, Reference, StageRecord
 from workbench.runtimes import ENGINES, NotApplicable, row_name
+from workbench.spread import RunnerSpec
 from workbench.stages import REGISTRY, Source
 from workbench.store.files import file_sha256, key
 
@@ -94,7 +95,8 @@ def _reference(ctx: RunContext) -> tuple[Reference, np.ndarray]:
 
     def compute(scratch: Path) -> dict[str, Any]:
         ctx.progress.checkpoint("reference")
-        ev.outputs(ctx.pool.reference(), scratch, ctx.progress.validating("reference", len(ev)))
+        spread = (ctx.spread, RunnerSpec(str(ctx.recipe.path), threads=ctx.spread.threads)) if ctx.spread else None
+        ev.outputs(ctx.pool.reference(), scratch, ctx.progress.validating("reference", len(ev)), spread)
         return {}
 
     entry = key("reference", ctx.model_key, ev.key, ctx.versions["torch"])
@@ -260,7 +262,11 @@ def _check_on(
         runner.check_inputs(ev.feed.names, path)
         ctx.progress.checkpoint(f"validate:{record.stage}")
         try:
-            ev.outputs(runner, scratch, ctx.progress.validating(row, len(ev)))
+            spread = None
+            if ctx.spread:
+                params = runtime.params.model_dump(mode="json")
+                spread = ctx.spread, RunnerSpec(str(ctx.recipe.path), runtime.name, params, str(path), row, ctx.spread.threads)
+            ev.outputs(runner, scratch, ctx.progress.validating(row, len(ev)), spread)
             if alone:
                 np.save(scratch / "alone.npy", validate.alone(runner, ev.head(BATCH_DEPENDENCE_SAMPLES), ev.feed))
         except validate.RunFailed as exc:

@@ -434,6 +434,15 @@ def ratio(base: Timing, this: Timing) -> Ratio:
 # ---- the run ------------------------------------------------------------------------------------------------
 
 
+class SplitValidation(Record):
+    """Validation passes split across Ray workers (``run --ray``)."""
+
+    workers: int
+    threads: int  # each worker's
+    passes: int  # passes the workers computed (the rest came from the cache)
+    peak_worker_rss_mb: float  # the largest peak resident memory of a worker
+
+
 class Environment(Record):
     versions: dict[str, str]  # tool -> version ("unknown" when it cannot be read)
     cpu: str
@@ -442,6 +451,7 @@ class Environment(Record):
     threads: int
     platform: str
     timing_settings: dict[str, str] = {}  # environment variables that change how engines wait and spin
+    split: SplitValidation | None = None  # validation passes computed by Ray workers
 
 
 class RuntimeInfo(Record):

@@ -23,6 +23,7 @@ from workbench.recipe import Recipe
 from workbench.render import charts, decision, report, terminal
 from workbench.results import Bench, Run, RuntimeInfo, TimeSplit
 from workbench.runtimes import ENGINES
+from workbench.spread import Spread
 from workbench.store import publish
 from workbench.store.files import key, write_atomic
 from workbench.timing import suite, tune
@@ -75,6 +76,7 @@ def run_recipe(
     rebench: bool = False,
     started: float | None = None,
     progress: Progress | None = None,
+    spread: Spread | None = None,
 ) -> int:
     """Run ``recipe`` and publish its report; 0 when every stage passed, 1 when one failed."""
     started = time.perf_counter() if started is None else started
@@ -91,7 +93,7 @@ def run_recipe(
                 shown = progress or BarProgress(bar)
                 shown.checkpoint("locked")
                 source, model_key = torch_source(recipe)
-                ctx = RunContext(recipe, source, model_key, threads, force, shown)
+                ctx = RunContext(recipe, source, model_key, threads, force, shown, spread)
                 targets, _ = ship.targets(recipe, threads), search.variants(recipe)  # bad ones: one line, no work
                 validated = pipeline.run(ctx)
                 searched = search.run(ctx, validated, targets) if recipe.settings.search else None
@@ -135,7 +137,9 @@ def _assemble(
         stages=validated.records,
         skipped=validated.skipped,
         skip_reason=validated.skip_reason,
-        environment=environment.snapshot(ctx.threads, recipe.runtimes),
+        environment=environment.snapshot(ctx.threads, recipe.runtimes).model_copy(
+            update={"split": ctx.spread.record() if ctx.spread else None}
+        ),
         inputs=recipe.model.inputs,
         runtimes=tuple(RuntimeInfo(engine=r.name, params=r.params.model_dump(mode="json")) for r in recipe.runtimes),
         data=recipe.settings.data.model_dump(mode="json"),

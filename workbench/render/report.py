@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from workbench.render import decision, speed
 from workbench.render.markdown import pct, sci, table
-from workbench.results import EngineCheck, Run, StageRecord
+from workbench.results import EngineCheck, Run, SplitValidation, StageRecord
 from workbench.runtimes import REFERENCE
 
 
@@ -294,6 +294,7 @@ def _provenance(run: Run) -> list[str]:
         f"- machine: {env.cpu} (CPU type {env.cpu_type or 'unknown'}), {env.cores} cores, {env.threads} threads used, "
         f"{env.platform}"
         + "".join(f", {k}={v}" for k, v in env.timing_settings.items()),
+        *([_split(env.split)] if env.split else []),
         f"- date: {run.started}; {took}",
         "",
         "Recipe:",
@@ -302,3 +303,11 @@ def _provenance(run: Run) -> list[str]:
         run.recipe_text.rstrip(),
         "```",
     ]
+
+
+def _split(split: SplitValidation) -> str:
+    threads = f"{split.threads} thread" + ("s" if split.threads > 1 else "")
+    return (
+        f"- validation: {split.passes} passes split across {split.workers} Ray workers of {threads} each; the largest "
+        f"worker peaked at {split.peak_worker_rss_mb:.0f} MB resident"
+    )
