@@ -9,6 +9,10 @@ from workbench import data
 from workbench.errors import InputError
 
 
+def _load_jsonl(path, **kwargs) -> list[data.Sample]:
+    return [sample for sample, _ in data.jsonl_stream(path, **kwargs)]
+
+
 def test_synthetic_is_deterministic_for_a_seed_and_splits_differ():
     a = data.synthetic(50, seed=3)
     assert a == data.synthetic(50, seed=3)
@@ -31,7 +35,7 @@ def test_synthetic_labels_follow_the_majority_rule_and_lengths_vary():
 def test_jsonl_round_trip(tmp_path):
     samples = data.synthetic(20, seed=1)
     data.write_jsonl(samples, tmp_path / "d.jsonl")
-    assert data.load_jsonl(tmp_path / "d.jsonl", vocab_size=1000) == samples
+    assert _load_jsonl(tmp_path / "d.jsonl", vocab_size=1000) == samples
 
 
 @pytest.mark.parametrize(
@@ -54,15 +58,15 @@ def test_bad_jsonl_rows_are_named_by_line(tmp_path, line, message):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"tokens": [1, 2], "label": 1}) + "\n" + line + "\n")
     with pytest.raises(InputError, match=message):
-        data.load_jsonl(path, vocab_size=1000)
+        _load_jsonl(path, vocab_size=1000)
 
 
 def test_missing_and_empty_jsonl(tmp_path):
     with pytest.raises(InputError, match="data file not found"):
-        data.load_jsonl(tmp_path / "none.jsonl")
+        _load_jsonl(tmp_path / "none.jsonl")
     (tmp_path / "e.jsonl").write_text("\n\n")
     with pytest.raises(InputError, match="no samples"):
-        data.load_jsonl(tmp_path / "e.jsonl")
+        _load_jsonl(tmp_path / "e.jsonl")
 
 
 def test_batches_group_equal_lengths_and_cover_every_sample():

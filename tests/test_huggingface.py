@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -71,22 +72,19 @@ def test_the_key_follows_the_tokenizer_files(tiny, tmp_path):
 def test_the_workbench_feeds_give_the_tokenizers_own_logits_and_a_high_accuracy(tiny, loaded):
     import torch
 
-    samples, summary = textdata.load_text(
-        tiny.csv,
-        text="text",
-        label="label",
-        tokenizer=loaded.tokenizer,
-        max_length=64,
+    rows = list(textdata.text_stream(
+        tiny.csv, text="text", label="label", tokenizer=loaded.tokenizer, max_length=64,
         label_names=loaded.info.class_names,
-    )
-    assert summary.samples == 300 and summary.truncated == 0
+    ))
+    samples = [sample for sample, _, _ in rows]
+    assert len(samples) == 300 and all(whole <= 64 for _, _, whole in rows)
     right = 0
     with torch.no_grad():
         for batch in data.padded_batches(samples, max_batch=64):
             feeds = loaded.feed_spec.feeds(batch.tokens, batch.mask)
             logits = loaded.wrapper(*(torch.from_numpy(a) for a in feeds.values())).numpy()
             right += int((logits.argmax(1) == batch.labels).sum())
-        texts = [r.text for r in textdata.read_rows(tiny.csv, text="text", label="label")[:64]]
+        texts = [r.text for r in islice(textdata.row_stream(tiny.csv, text="text", label="label"), 64)]
         own = loaded.tokenizer(texts, padding=True, return_tensors="pt")  # what the HF pipeline would feed
         assert not own["token_type_ids"].any()  # single texts: all zeros, as the workbench feeds them
         expected = loaded.module(**own).logits.numpy()

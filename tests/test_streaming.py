@@ -21,6 +21,7 @@ from workbench import data, tokens, validate
 from workbench import recipe as recipes
 from workbench.evaluation import Evaluation, evaluation_of
 from workbench.feeds import FeedSpec, InputSpec
+from workbench.precision import FP32
 from workbench.results import Run
 from workbench.runtimes.base import Runner
 from workbench.tokens import TokenFile
@@ -121,6 +122,27 @@ def test_comparing_in_blocks_gives_the_figures_of_comparing_at_once(monkeypatch)
     assert whole.agreement == np.mean(candidate.argmax(1) == reference.argmax(1))
 
 
+def test_a_nan_output_fails_every_limit_as_comparing_at_once_did():
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(100, 2)).astype(np.float32)
+    candidate = reference.copy()
+    candidate[7, reference[7].argmax()] = np.nan
+    result = validate.compare(candidate, reference, np.zeros(100, dtype=np.int64), rtol=FP32.accept.rtol or 0.0)
+    assert np.isnan(result.max_abs_error) and np.isnan(result.max_excess) and np.isnan(result.mean_abs_error)
+    assert not validate.judge(result, FP32.accept).passed
+
+
+def test_one_block_gives_exactly_the_figures_of_the_whole_array_formulas():
+    rng = np.random.default_rng(2)
+    reference = rng.normal(size=(500, 2)).astype(np.float32)
+    candidate = reference + rng.normal(scale=1e-3, size=reference.shape).astype(np.float32)
+    result = validate.compare(candidate, reference, np.ones(500, dtype=np.int64), rtol=1e-3)
+    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
+    assert result.max_abs_error == float(diff.max())
+    assert result.max_rel_error == float((diff / (np.abs(reference.astype(np.float64)) + validate.REL_EPSILON)).max())
+    assert result.max_excess == float((diff - 1e-3 * np.abs(reference.astype(np.float64))).max())
+
+
 def _peak(step) -> int:
     tracemalloc.start()
     try:
@@ -162,14 +184,16 @@ def test_a_run_streams_a_set_of_several_windows_and_bounds_pytorchs_shape_cache(
     size = 2 * tokens.WINDOW + 5
     (project / "big.yaml").write_text(RECIPE % (size, 3, 12))
     clean = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    for env, want in (({}, "16"), ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "3"}, "3")):
+    # the second run reuses every entry (no torch kernel runs in it): the setting is recorded all the same
+    for env, force, want in (({}, True, "16"), ({}, False, "16"), ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "3"}, True, "3")):
         done = subprocess.run(
-            [sys.executable, "-m", "workbench", "run", "big.yaml", "--no-bench", "--quiet", "--force"],
+            [sys.executable, "-m", "workbench", "run", "big.yaml", "--no-bench", "--quiet", *(["--force"] * force)],
             cwd=project, env={**clean, **env}, capture_output=True, text=True, check=False,
         )
         assert done.returncode == 0, done.stderr
         run = Run.load((project / "reports" / "big" / "metrics.json").read_text())
         assert run.environment.timing_settings["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == want
+        assert run.reference.cached == (not force)
     assert run.reference.samples == size == run.data_facts.samples
     labels = [s.label for s in data.synthetic(size, seed=1, min_len=3, max_len=12)]
     assert run.data_facts.label_counts == (labels.count(0), labels.count(1))

@@ -35,10 +35,12 @@ def _csv(tmp_path: Path, body: str) -> Path:
     return path
 
 
-def _load(path: Path, tokenizer, *, max_length: int = 32, **kwargs) -> tuple[list[Sample], textdata.TextSummary]:
-    return textdata.load_text(
+def _load(path: Path, tokenizer, *, max_length: int = 32, **kwargs) -> tuple[list[Sample], list[int]]:
+    """The samples of a text file and each one's tokenized length before the cut."""
+    rows = list(textdata.text_stream(
         path, text="text", label="label", tokenizer=tokenizer, max_length=max_length, label_names=NAMES, **kwargs
-    )
+    ))
+    return [sample for sample, _, _ in rows], [whole for _, _, whole in rows]
 
 
 def test_csv_labels_by_name_or_index_and_both_tokenizers_agree(tmp_path, tokenizer_json, hf_tokenizer):
@@ -47,20 +49,20 @@ def test_csv_labels_by_name_or_index_and_both_tokenizers_agree(tmp_path, tokeniz
         'text,label,source\nThe movie was great,positive,a\n"The food, honestly, was awful",0,b\n'
         "\nthis film was good,1,c\n",
     )
-    samples, summary = _load(path, hf_tokenizer)
+    samples, wholes = _load(path, hf_tokenizer)
     assert [s.label for s in samples] == [1, 0, 1]
     assert list(samples[0].tokens) == hf_tokenizer("The movie was great")["input_ids"]
     assert samples[0].tokens[0] == hf_tokenizer.convert_tokens_to_ids("[CLS]")
-    assert (summary.samples, summary.truncated, summary.label_counts) == (3, 0, (1, 2))
-    assert _load(path, textdata.load_tokenizer(tokenizer_json)) == (samples, summary)
+    assert wholes == [len(s.tokens) for s in samples], "nothing cut"
+    assert _load(path, textdata.load_tokenizer(tokenizer_json)) == (samples, wholes)
 
 
 def test_jsonl_takes_int_and_name_labels(tmp_path, hf_tokenizer):
     path = tmp_path / "data.jsonl"
     rows = [{"text": "the show was lovely", "label": "positive"}, {"text": "my new phone was poor", "label": 0}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
-    samples, summary = _load(path, hf_tokenizer)
-    assert [s.label for s in samples] == [1, 0] and summary.label_names == NAMES
+    samples, _ = _load(path, hf_tokenizer)
+    assert [s.label for s in samples] == [1, 0]
 
 
 def test_truncation_is_counted_and_keeps_the_closing_token(tmp_path, tokenizer_json, hf_tokenizer):
@@ -68,10 +70,10 @@ def test_truncation_is_counted_and_keeps_the_closing_token(tmp_path, tokenizer_j
     path = _csv(tmp_path, f"text,label\n{long},positive\n{long} again,positive\nbad,negative\n")
     whole = len(hf_tokenizer(long)["input_ids"])
     for tokenizer in (hf_tokenizer, textdata.load_tokenizer(tokenizer_json)):
-        samples, summary = _load(path, tokenizer, max_length=16)
+        samples, wholes = _load(path, tokenizer, max_length=16)
         assert [len(s.tokens) for s in samples] == [16, 16, 3]
         assert samples[0].tokens[-1] == hf_tokenizer.convert_tokens_to_ids("[SEP]")
-        assert (summary.truncated, summary.longest, summary.max_length) == (2, whole + 1, 16)
+        assert wholes == [whole, whole + 1, 3]
 
 
 @pytest.mark.parametrize(

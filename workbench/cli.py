@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from workbench import environment
 from workbench.errors import WorkbenchError
 
 
@@ -121,7 +122,13 @@ def _run(args: argparse.Namespace) -> int:
         from workbench.spread import Spread
 
         joined = cluster.connect(args.ray)
-        spread = Spread(workers=args.workers or max(1, sum(n.cpus for n in cluster.nodes())))
+        spread = Spread(workers=args.workers)
+        try:
+            spread.place()  # too many workers for the nodes of this type: one line now, not a wait for ever
+        except WorkbenchError:
+            if joined:
+                cluster.disconnect()
+            raise
     try:
         return run_recipe(
             parsed,
@@ -140,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
+    environment.bound_shape_caches()  # before any torch kernel: recorded in every report and benchmark key
     args = _parser().parse_args(argv)
     args.started = started
     try:

@@ -26,7 +26,7 @@ SPLITS = ("train", "held_out", "calibration")  # independent streams of the synt
 
 @dataclass(frozen=True)
 class Sample:
-    tokens: Sequence[int]  # a tuple as read; a read-only int32 array when streamed from a TokenFile
+    tokens: Sequence[int] | np.ndarray  # a tuple as read; an int32 array when streamed from a TokenFile
     label: int
 
 
@@ -71,17 +71,6 @@ def synthetic_stream(
     while True:
         ids, labels = sentiment_batch(rng, 1, int(rng.integers(min_len, max_len + 1)), vocab_size)
         yield Sample(tuple(int(t) for t in ids[:, 0]), int(labels[0]))
-
-
-def load_jsonl(path: str | Path, *, vocab_size: int | None = None) -> list[Sample]:
-    """Read ``{"tokens": [...], "label": k}`` lines; a bad row is an InputError naming its line."""
-    return load_jsonl_lines(path, vocab_size=vocab_size)[0]
-
-
-def load_jsonl_lines(path: str | Path, *, vocab_size: int | None = None) -> tuple[list[Sample], list[int]]:
-    """The samples of a token-id JSONL file and the line each came from (counting from 1)."""
-    pairs = list(jsonl_stream(path, vocab_size=vocab_size))
-    return [sample for sample, _ in pairs], [line for _, line in pairs]
 
 
 def jsonl_stream(path: str | Path, *, vocab_size: int | None = None) -> Iterator[tuple[Sample, int]]:

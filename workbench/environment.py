@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from workbench.results import Environment
 
 
+# environment variables that change how the engines run (how they wait and spin, what oneDNN keeps): recorded in
+# every report and part of the benchmark suite's key
 TIMING_VARIABLES = (
     "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "KMP_BLOCKTIME", "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 )
@@ -32,6 +34,8 @@ ONEDNN_CACHE = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 def bound_shape_caches() -> None:
     """Bound oneDNN's cache of compiled shapes, unless the user set it: call before torch runs its first kernel."""
     os.environ.setdefault(*ONEDNN_CACHE)
+
+
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript", "numpy", "transformers")
 
 

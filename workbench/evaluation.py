@@ -24,7 +24,7 @@ from workbench.runtimes import Runner
 from workbench.spread import RunnerSpec, Spread
 from workbench.store.files import file_sha256, key
 from workbench.textdata import DataFacts
-from workbench.tokens import TokenFile
+from workbench.tokens import WINDOW, TokenFile
 
 DEFAULT_MAX_LENGTH = 512  # text data for a model that states no longest input
 
@@ -262,6 +262,7 @@ def evaluation_of(recipe: Recipe) -> Evaluation:
             model.vocab_size,
             [i.model_dump() for i in model.inputs],
             _reading(recipe),
+            WINDOW,  # equal-length batches are grouped within a window: int8 outputs depend on the batch
         ),
         model.feed.has_mask,
         calibration,

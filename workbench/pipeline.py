@@ -265,7 +265,9 @@ def _check_on(
             spread = None
             if ctx.spread:
                 params = runtime.params.model_dump(mode="json")
-                spread = ctx.spread, RunnerSpec(str(ctx.recipe.path), runtime.name, params, str(path), row, ctx.spread.threads)
+                spread = ctx.spread, RunnerSpec(
+                    str(ctx.recipe.path), runtime.name, params, str(path), record.artifact.sha256, row, ctx.spread.threads
+                )
             ev.outputs(runner, scratch, ctx.progress.validating(row, len(ev)), spread)
             if alone:
                 np.save(scratch / "alone.npy", validate.alone(runner, ev.head(BATCH_DEPENDENCE_SAMPLES), ev.feed))

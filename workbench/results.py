@@ -439,7 +439,7 @@ class SplitValidation(Record):
 
     workers: int
     threads: int  # each worker's
-    passes: int  # passes the workers computed (the rest came from the cache)
+    passes: int  # passes the workers computed (a padded pass counts as one; the rest came from the cache)
     peak_worker_rss_mb: float  # the largest peak resident memory of a worker
 
 
@@ -450,7 +450,7 @@ class Environment(Record):
     cores: int
     threads: int
     platform: str
-    timing_settings: dict[str, str] = {}  # environment variables that change how engines wait and spin
+    timing_settings: dict[str, str] = {}  # environment.TIMING_VARIABLES that were set
     split: SplitValidation | None = None  # validation passes computed by Ray workers
 
 

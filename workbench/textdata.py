@@ -37,20 +37,6 @@ class TextRow:
     label: Any  # as read: a str from CSV, a str or int from JSONL
 
 
-@dataclass(frozen=True)
-class TextSummary:
-    """What was read and what tokenizing did to it."""
-
-    path: Path
-    samples: int
-    truncated: int  # samples longer than max_length, cut to it
-    max_length: int
-    longest: int  # the longest tokenized sample before truncation
-    label_names: tuple[str, ...]
-    label_counts: tuple[int, ...]  # samples per class, indexed like label_names
-    lines: tuple[int, ...] = ()  # the line each sample starts on, counting from 1
-
-
 def _rows_csv(path: Path, text: str, label: str) -> Iterator[TextRow]:
     with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle)
@@ -88,11 +74,6 @@ def _rows_jsonl(path: Path, text: str, label: str) -> Iterator[TextRow]:
             if not isinstance(row[text], str):
                 raise InputError(f"{path}:{number}: {text!r} must be a string, got {type(row[text]).__name__}")
             yield TextRow(number, row[text], row[label])
-
-
-def read_rows(path: str | Path, *, text: str, label: str, fmt: str | None = None) -> list[TextRow]:
-    """Every row of a CSV (with a header) or JSONL file; ``fmt`` defaults to the file's suffix."""
-    return list(row_stream(path, text=text, label=label, fmt=fmt))
 
 
 def row_stream(path: str | Path, *, text: str, label: str, fmt: str | None = None) -> Iterator[TextRow]:
@@ -191,41 +172,6 @@ def _check_vocabulary(encoded: list[tuple[list[int], int]], rows: list[TextRow],
             raise InputError(
                 f"{path}:{row.line}: the tokenizer gave id {max(ids)}, outside the model's ids [0, {vocab_size - 1}]"
             )
-
-
-def load_text(
-    path: str | Path,
-    *,
-    text: str,
-    label: str,
-    tokenizer: Any,
-    max_length: int,
-    label_names: Sequence[str],
-    fmt: str | None = None,
-    vocab_size: int | None = None,
-) -> tuple[list[Sample], TextSummary]:
-    """Read, check and tokenize labelled text; ``tokenizer``: a transformers tokenizer or a ``tokenizers.Tokenizer``."""
-    path = Path(path)
-    samples, lines, lengths = [], [], []
-    for sample, line, whole in text_stream(
-        path, text=text, label=label, tokenizer=tokenizer, max_length=max_length, label_names=label_names,
-        fmt=fmt, vocab_size=vocab_size,
-    ):
-        samples.append(sample)
-        lines.append(line)
-        lengths.append(whole)
-    labels = [s.label for s in samples]
-    summary = TextSummary(
-        path=path,
-        samples=len(samples),
-        truncated=sum(whole > max_length for whole in lengths),
-        max_length=max_length,
-        longest=max(lengths),
-        label_names=tuple(label_names),
-        label_counts=tuple(labels.count(k) for k in range(len(label_names))),
-        lines=tuple(lines),
-    )
-    return samples, summary
 
 
 def text_stream(

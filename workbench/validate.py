@@ -62,18 +62,34 @@ def write_logits(
 ) -> None:
     """``logits`` over a set read as windows ((first index, samples) each), written to the ``.npy`` file ``path``
     as they come: memory holds one window and one batch, not the set. ``check(classes)`` runs on the first batch."""
-    out: np.ndarray | None = None
+    out = LogitsFile(path, total, check)
     for start, samples in windows:
         for indices, values in _outputs(runner, samples, feed, batch_size=batch_size, padded=padded, advance=advance):
-            if out is None:
-                if check:
-                    check(values.shape[1])
-                out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(total, values.shape[1]))
-            out[start + indices] = values
-    if out is None:
-        raise InputError("the evaluation set is empty")
-    out.flush()
-    del out
+            out.put(start + indices, values)
+    out.close()
+
+
+class LogitsFile:
+    """Logits [total, classes] written to a ``.npy`` file as they arrive, rows in any order: the file is made on the
+    first put (``check(classes)`` runs then), so a pass never holds the set's outputs in memory."""
+
+    def __init__(self, path: Path, total: int, check: Callable[[int], None] | None = None):
+        self.path, self.total, self.check = path, total, check
+        self._out: np.ndarray | None = None
+
+    def put(self, rows: np.ndarray | slice, values: np.ndarray) -> None:
+        if self._out is None:
+            if self.check:
+                self.check(values.shape[1])
+            shape = (self.total, values.shape[1])
+            self._out = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=shape)
+        self._out[rows] = values
+
+    def close(self) -> None:
+        if self._out is None:
+            raise InputError("the evaluation set is empty")
+        self._out.flush()
+        self._out = None
 
 
 def _outputs(
@@ -111,17 +127,19 @@ def compare(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, *,
     accumulated over blocks of rows, so comparing a set of any size holds one block in memory."""
     if candidate.shape != reference.shape:
         raise InputError(f"output shape {candidate.shape} differs from the reference's {reference.shape}")
-    max_abs = sum_abs = max_rel = 0.0
-    max_excess = -np.inf
+    # numpy's maximum, unlike Python's max, keeps a NaN: an output that is NaN must fail every limit
+    max_abs = max_rel = np.float64(0.0)
+    max_excess = np.float64(-np.inf)
+    sum_abs = 0.0
     same = correct = ref_correct = 0
     for start in range(0, len(labels), COMPARE_ROWS):
         rows = slice(start, start + COMPARE_ROWS)
         ref = np.asarray(reference[rows], dtype=np.float64)
         cand = np.asarray(candidate[rows], dtype=np.float64)
         diff = np.abs(cand - ref)
-        max_abs, sum_abs = max(max_abs, float(diff.max())), sum_abs + float(diff.sum())
-        max_rel = max(max_rel, float((diff / (np.abs(ref) + REL_EPSILON)).max()))
-        max_excess = max(max_excess, float((diff - rtol * np.abs(ref)).max()))
+        max_abs, sum_abs = np.maximum(max_abs, diff.max()), sum_abs + float(diff.sum())
+        max_rel = np.maximum(max_rel, (diff / (np.abs(ref) + REL_EPSILON)).max())
+        max_excess = np.maximum(max_excess, (diff - rtol * np.abs(ref)).max())
         top, ref_top = cand.argmax(axis=1), ref.argmax(axis=1)
         same += int(np.sum(top == ref_top))
         correct += int(np.sum(top == labels[rows]))
@@ -129,11 +147,11 @@ def compare(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray, *,
     n = len(labels)
     return Comparison(
         samples=n,
-        max_abs_error=max_abs,
+        max_abs_error=float(max_abs),
         mean_abs_error=sum_abs / (n * candidate.shape[1]),
-        max_rel_error=max_rel,
+        max_rel_error=float(max_rel),
         rtol=rtol,
-        max_excess=max_excess,
+        max_excess=float(max_excess),
         agreement=same / n,
         accuracy=correct / n,
         reference_accuracy=ref_correct / n,

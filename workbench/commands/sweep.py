@@ -73,6 +73,9 @@ def on_machine(recipe: Recipe, machine: str) -> Recipe:
 
 def run_task(recipe_path: str, machine: str | None, *, force: bool, threads: int | None, bench: bool) -> str:
     """Run one recipe in this process (for CPU type ``machine`` when given); its report folder."""
+    from workbench import environment
+
+    environment.bound_shape_caches()  # a Ray worker process starts here, not in the command line
     from workbench import recipe as recipes
     from workbench.commands.run import run_recipe
     from workbench.store.files import write_atomic

@@ -66,9 +66,6 @@ class TorchSource:
 
     @cached_property
     def module(self) -> torch.nn.Module:
-        from workbench.environment import bound_shape_caches
-
-        bound_shape_caches()  # before the module's first kernel (an export traces it)
         return self.build()
 
     @cached_property
