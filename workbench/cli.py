@@ -40,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
         help="split each validation pass across workers of this Ray cluster (auto: the one started on this machine); "
         "benchmarks stay in this process",
     )
-    run.add_argument("--workers", type=int, default=None, help="Ray workers for --ray (default: one per CPU of the cluster)")
+    run.add_argument(
+        "--workers", type=int, default=None,
+        help="Ray workers for --ray (default: one per CPU of the nodes of this machine's CPU type, or of every node "
+        "when no node advertises a type)",
+    )
 
     bench = command("bench", "time ONNX files on one engine (and, given a recipe, beside the PyTorch references)")
     bench.add_argument("files", type=Path, nargs="+", metavar="ARTIFACT.onnx", help="the ONNX files to time")

@@ -142,7 +142,8 @@ class Spread:
         out = LogitsFile(path, total, check)
         workers: list[Any] = []
         try:
-            workers += [ray.remote(Worker).options(**options).remote(spec, shipped) for _ in range(count)]
+            for _ in range(count):  # one at a time: those made before a failure are killed below
+                workers.append(ray.remote(Worker).options(**options).remote(spec, shipped))
             pending: dict[Any, tuple[int, int]] = {}  # result -> (first index, samples)
             queue, turn = iter(windows), 0
             while True:
