@@ -122,3 +122,21 @@ def test_a_split_the_cluster_cannot_hold_is_refused_before_any_work(project, cap
     assert code == 2
     assert words in capsys.readouterr().err
     assert not (project / "reports").exists() and not (project / ".workbench-cache").exists(), "no work was done"
+
+
+def test_workers_that_get_no_place_fail_the_pass_instead_of_waiting(project, capsys, monkeypatch):
+    """More workers than the cluster has CPUs (as when other work took them after the count was checked)."""
+    from workbench import spread
+
+    save_tiny_lstm(project)
+    (project / "split.yaml").write_text(RECIPE % 100)
+    counted = spread.Spread.place
+    monkeypatch.setattr(spread.Spread, "place", lambda self: (3, counted(self)[1]))
+    monkeypatch.setattr(spread, "PLACE_SECONDS", 5)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        code = main(["run", str(project / "split.yaml"), "--no-bench", "--quiet", "--ray", "auto"])
+    finally:
+        ray.shutdown()
+    assert code == 2
+    assert "--ray: 1 of 3 Ray workers for reference got no place within 5 s" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from workbench.results import SplitValidation
 from workbench.runtimes.base import Runner
 
 IN_FLIGHT = 2  # windows per worker sent ahead
+PLACE_SECONDS = 600  # how long workers may wait for a place (and build their runner) before the pass fails
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,12 @@ class Spread:
         try:
             for _ in range(count):  # one at a time: those made before a failure are killed below
                 workers.append(ray.remote(Worker).options(**options).remote(spec, shipped))
+            _, unplaced = ray.wait([w.__ray_ready__.remote() for w in workers], num_returns=count, timeout=PLACE_SECONDS)
+            if unplaced:  # the cluster changed since ``place``, or other work holds its CPUs: fail, do not wait for ever
+                raise WorkbenchError(
+                    f"--ray: {len(unplaced)} of {count} Ray workers for {spec.name} got no place within {PLACE_SECONDS} s "
+                    "(the cluster's CPUs are taken); try fewer --workers"
+                )
             pending: dict[Any, tuple[int, int]] = {}  # result -> (first index, samples)
             queue, turn = iter(windows), 0
             while True:
