@@ -85,8 +85,8 @@ def file_stream(recipe: Recipe, path: Path, reading: Reading | None = None) -> I
             f"{recipe.path}: data.text: labelled text needs the model's class names: set model.classes, e.g. "
             "[negative, positive] (labels may then be names or indices)"
         )
-    limit = max_length(recipe, spec)
-    reading = reading or Reading(limit)
+    reading = reading or Reading(max_length(recipe, spec))
+    limit = reading.max_length
     for sample, line, whole in textdata.text_stream(
         path, text=settings.text, label=settings.label, tokenizer=_tokenizer(recipe, spec), max_length=limit,
         label_names=names, fmt="csv" if settings.csv else "jsonl", vocab_size=spec.vocab_size,
