@@ -65,9 +65,15 @@ def test_a_hog_on_every_core_makes_the_monitor_and_the_verdict_say_busy(referenc
 
 
 def test_a_quiet_machine_is_not_flagged_while_we_use_every_core(reference):
-    """Our own threads' CPU time is ours: working flat out on a quiet machine is quiet."""
+    """Our own threads' CPU time is ours: working flat out on a quiet machine is quiet.
+
+    What ``/proc/stat`` says is asserted in every attempt. The reference's drift is the witness for pressure
+    ``/proc/stat`` cannot see (another VM on the host, a CPU clocked down: CI once saw 1.26x with other
+    processes at 0.02 cores), so a drifted attempt is a window that was not quiet, like a busy one, and the
+    test looks for another; ``drift`` and ``verdict`` themselves are pinned by the test below, on fixed figures.
+    """
     reasons = []
-    for _ in range(3):  # the machine is shared: look for a quiet window, say why when there was none
+    for _ in range(5):  # the machine is shared: look for a quiet window, say why when there was none
         before = idle()
         if before.busy:
             reasons.append(before.reason)
@@ -83,7 +89,11 @@ def test_a_quiet_machine_is_not_flagged_while_we_use_every_core(reference):
         assert report.own_cpu_share > 0.5 * CORES, report.reason  # we kept every core busy ourselves
         assert not report.busy and report.other_cpu_share < load.OTHER_CPU_BUSY, report.reason
         verdict = load.verdict(report, blocks, quiet_reference_s=quiet_s)
-        assert verdict and verdict.reference_drift < load.REFERENCE_DRIFT_BUSY, verdict.reason
+        if verdict.reference_drift > load.REFERENCE_DRIFT_BUSY:
+            reasons.append(verdict.reason)
+            continue
+        assert verdict, verdict.reason  # quiet by both witnesses: the verdict must say so
+        assert verdict.reason.startswith("quiet: ") and f"{report.other_cpu_share:.2f} cores" in verdict.reason
         return
     pytest.skip("the machine was busy before or after every attempt: " + " | ".join(reasons))
 
