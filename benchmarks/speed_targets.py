@@ -96,11 +96,13 @@ def main() -> int:
     tuning, tuned = tuned_runner(parsed, int8_path, cases[0], threads=args.threads, budget_s=args.budget)
     contenders += [tuned] if tuned else []
     print(f"session tuning: best identical configuration {tuning.best.options} ({tuning.gain:.2f}x the default)")
-    timings = measure.run_cases(contenders, cases, feed, budget_s=args.budget)
+    timings, loads = measure.run_cases(contenders, cases, feed, budget_s=args.budget, threads=args.threads)
     median = {(t.contender, t.case.name): t.median_ms for t in timings}
     print(f"{args.threads} threads, {args.budget:g} s per case; medians (ms):")
     for t in timings:
         print(f"  {t.contender:<16} {t.case.name:<9} {t.median_ms:8.3f}  (p90 {t.p90_ms:.3f}, {t.runs} runs)")
+    for case_load in loads:  # a figure from a busy stretch is said to be one
+        print(f"  machine while timing {case_load.case.name if case_load.case else '?'}: {case_load.reason}")
     best = TUNED if tuned else ONNX
     rows = [
         (f"{best} vs pytorch fp32, b1 l256", median[(REFERENCE, "b1_l256")] / median[(best, "b1_l256")], ">=", 5.0),
