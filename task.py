@@ -261,7 +261,7 @@ def encode(tokens, vocab_size: int, max_tokens: int = MAX_TOKENS) -> np.ndarray:
                 f"input[{position}] = {token!r} ({type(token).__name__}) is not an integer token id; "
                 f"token ids are integers in [0, {vocab_size - 1}]"
             )
-        if not 0 <= token < vocab_size:
+        if not 0 <= int(token) < vocab_size:
             raise ValueError(
                 f"input[{position}] = {token} is out of range: token ids are integers in [0, {vocab_size - 1}]"
             )

@@ -112,14 +112,19 @@ CLAIMS: tuple[Claim, ...] = (
 def _number(text: str) -> Decimal:
     """A README number as written: ``2,000`` -> 2000, ``1.4e-5`` kept exact (its digits matter)."""
     try:
-        return Decimal(text.replace(",", "").strip())
+        value = Decimal(text.replace(",", "").strip())
     except InvalidOperation:
         raise ValueError(f"{text!r} is not a number") from None
+    if not value.is_finite():
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
 
 
 def _half_unit(written: Decimal) -> Decimal:
     """Half a unit of the last digit written: 34.6 -> 0.05, 1.4e-5 -> 5e-7, 2000 -> 0.5."""
-    return Decimal(5).scaleb(written.as_tuple().exponent - 1)
+    exponent = written.as_tuple().exponent
+    assert isinstance(exponent, int), written  # _number admits finite numbers only
+    return Decimal(5).scaleb(exponent - 1)
 
 
 def _judge(claim: Claim, match: re.Match[str], measured: float) -> str | None:

@@ -99,7 +99,9 @@ def measure(recipe: Path, threads: int | None, ray: bool = False) -> Measured:
     child.returncode = os.waitstatus_to_exitcode(status)
     parsed = recipes.load(recipe)
     run = Run.load((parsed.report_dir / "metrics.json").read_text())
-    samples = parsed.settings.data.synthetic.size
+    synthetic = parsed.settings.data.synthetic
+    assert synthetic is not None, f"{recipe}: scale.py writes a synthetic set"
+    samples = synthetic.size
     largest = largest_batch(parsed)
     split = run.environment.split
     return Measured(samples, largest, seconds, run.time.validation, usage.ru_maxrss / 1024, child.returncode,

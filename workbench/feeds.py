@@ -14,6 +14,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Axis = Literal["sequence", "batch"]
+Feed = Literal["ids", "mask", "zeros"]  # token ids, the padding mask (1 for a token), segment ids
+IntType = Literal["int64", "int32"]
 Feeds = dict[str, np.ndarray]
 
 
@@ -26,8 +28,8 @@ class InputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(pattern=r"^[A-Za-z_][\w.:/-]*$")
-    feed: Literal["ids", "mask", "zeros"] = "ids"
-    dtype: Literal["int64", "int32"] = "int64"
+    feed: Feed = "ids"
+    dtype: IntType = "int64"
     axes: tuple[Axis, Axis] = Field(("sequence", "batch"), strict=False)  # strict=False: YAML gives a list
 
     @model_validator(mode="after")

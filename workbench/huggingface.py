@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.errors import InputError
-from workbench.feeds import FeedSpec, InputSpec
+from workbench.feeds import Feed, FeedSpec, InputSpec
 from workbench.store.files import file_sha256, key
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ VOCAB_FILES = (
 )
 TOKENIZER_FILES = (*VOCAB_FILES, "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")  # the wrapper's positional order
-FEEDS = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "zeros"}  # what FeedSpec.feeds puts in each
+FEEDS: dict[str, Feed] = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "zeros"}  # what FeedSpec.feeds puts in each
 HIDDEN_KEYS = ("hidden_size", "dim", "d_model", "n_embd")  # config.json spellings across model types
 HEADS_KEYS = ("num_attention_heads", "n_heads", "num_heads", "n_head")
 # ONNX metadata keys the export carries for a folder's model (what Optimum reads from config.json)

@@ -83,12 +83,12 @@ def _shadowed_set_aside(module_name: str, search_path: Path):
     top = module_name.split(".")[0]
     loaded = sys.modules.get(top)
     spec = importlib.machinery.PathFinder.find_spec(top, [str(search_path)])
+    loaded_file = getattr(loaded, "__file__", None) if loaded is not None else None
     shadowed = (
-        loaded is not None
+        loaded_file is not None
         and spec is not None
         and spec.origin is not None
-        and getattr(loaded, "__file__", None) is not None
-        and Path(loaded.__file__).resolve() != Path(spec.origin).resolve()
+        and Path(loaded_file).resolve() != Path(spec.origin).resolve()
     )
     if not shadowed:
         yield
@@ -253,7 +253,7 @@ def _common_metadata(spec: ModelSpec) -> dict[str, str]:
 def _source(
     recipe: Recipe, spec: ModelSpec, build_module: Any, metadata: dict[str, str], *, max_length: int | None
 ) -> TorchSource:
-    axes = {i.name: {n: axis for n, axis in enumerate(i.axes)} for i in spec.inputs}
+    axes: dict[str, dict[int, str]] = {i.name: dict(enumerate(i.axes)) for i in spec.inputs}
     axes[spec.output] = {0: "batch"}
     names = tuple(i.name for i in spec.inputs)
     return TorchSource(

@@ -62,23 +62,23 @@ def run(ctx: RunContext) -> Validated:
             torch=ctx.source if parent_path is None else None, onnx=parent_path, calibration=_calibration(ctx)
         )
         record, parent_key, parent_path = _run_stage(ctx, config, source, parent_key, parent_sha)
-        if record.artifact is not None:
-            same = graphs.setdefault(record.artifact.graph_sha256, record.stage)
+        if (artifact := record.artifact) is not None:
+            same = graphs.setdefault(artifact.graph_sha256, record.stage)
             shared_with = None if same == record.stage else same
             checks = tuple(
                 _check_on(ctx, runtime, record, config.accept, logits, shared, shared_with)
                 for runtime in ctx.recipe.runtimes
             )
-            exported = next((r.artifact for r in records if r.artifact), record.artifact)
+            exported = next((r.artifact for r in records if r.artifact), artifact)
             record = record.model_copy(
                 update={
                     "checks": checks,
                     "same_graph_as": shared_with,
-                    "share_of_export": record.artifact.bytes / exported.bytes,
+                    "share_of_export": artifact.bytes / exported.bytes,
                     "layer_errors": _layer_errors(ctx, config, source, record, exported.path),
                 }
             )
-            parent_sha = record.artifact.sha256
+            parent_sha = artifact.sha256
         records.append(record)
         ctx.progress.done(config.name, "passed" if record.passed else "FAILED")
         if not record.passed and (record.artifact is None or not ctx.recipe.settings.continue_on_failure):
@@ -155,14 +155,15 @@ def _layer_errors(
     on the first samples of the evaluation set (cached by both files, the samples and the code)."""
     spec = REGISTRY[config.name]
     settings = ctx.recipe.settings.layer_errors
-    if spec.requantize is None or not settings.enabled or record.artifact is None or source.onnx is None:
+    requantize, artifact, onnx_path = spec.requantize, record.artifact, source.onnx
+    if requantize is None or not settings.enabled or artifact is None or onnx_path is None:
         return None
     from workbench.decide import sensitivity
 
     ev = ctx.evaluation
     samples = ev.head(settings.samples)
     entry = key(
-        "layer_errors", record.artifact.sha256, file_sha256(source.onnx), ev.key, settings.samples,
+        "layer_errors", artifact.sha256, file_sha256(onnx_path), ev.key, settings.samples,
         config.params.model_dump(mode="json"), ctx.versions, environment.source_sha256(sensitivity.layer_errors),
         ev.calibration_key if spec.calibrates else None,
     )
@@ -170,7 +171,7 @@ def _layer_errors(
     def fill(scratch: Path, facts: dict[str, Any]) -> None:
         feeds = [ev.feed.feeds(b.tokens, b.mask) for b in data.batches(samples, max_batch=ev.batch_size)]
         result = sensitivity.layer_errors(
-            source.onnx, feeds, int8_path=record.artifact.path, quantize=spec.requantize(config.params, source),
+            onnx_path, feeds, int8_path=artifact.path, quantize=requantize(config.params, source),
             names_from=exported,
         )
         facts["sensitivity"] = result.model_dump(mode="json")
@@ -238,13 +239,14 @@ def _check_on(
 ) -> EngineCheck:
     """Check one artifact on one engine (cached by the artifact's graph, data, engine, its version and parameters;
     an artifact whose graph an earlier stage of this run already produced shares that stage's outputs)."""
-    assert record.artifact is not None and record.artifact.path is not None
+    artifact = record.artifact
+    assert artifact is not None and artifact.path is not None
     ev = ctx.evaluation
     row = row_name(runtime.name, record.stage)
     alone = record.precision.batch_dependence
     entry = key(
         "check",
-        record.artifact.graph_sha256,
+        artifact.graph_sha256,
         ev.key,
         runtime.name,
         ENGINES[runtime.name].version(),
@@ -252,7 +254,7 @@ def _check_on(
         alone and BATCH_DEPENDENCE_SAMPLES,
         machines.cpu_type(),  # int8 kernels differ between CPU types (VNNI or not): so may the outputs
     )
-    path = record.artifact.path
+    path = artifact.path
 
     def compute(scratch: Path) -> dict[str, Any]:
         try:
@@ -266,7 +268,7 @@ def _check_on(
             if ctx.spread:
                 params = runtime.params.model_dump(mode="json")
                 spread = ctx.spread, RunnerSpec(
-                    str(ctx.recipe.path), runtime.name, params, str(path), record.artifact.sha256, row, ctx.spread.threads
+                    str(ctx.recipe.path), runtime.name, params, str(path), artifact.sha256, row, ctx.spread.threads
                 )
             ev.outputs(runner, scratch, ctx.progress.validating(row, len(ev)), spread)
             if alone:

@@ -6,6 +6,7 @@ and ``root`` itself is relative to the recipe's folder (default: that folder).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -340,7 +341,8 @@ def _runtime(path: Path, index: int, entry: Any) -> RuntimeConfig:
     """``onnxruntime`` or ``{openvino: {inference_precision: bf16}}``: an engine name and its parameters."""
     where = f"runtimes[{index}]"
     known = ", ".join(ENGINES)
-    name, body = (entry, {}) if isinstance(entry, str) else (None, None)
+    name: Any = entry if isinstance(entry, str) else None
+    body: Any = {} if isinstance(entry, str) else None
     if isinstance(entry, dict) and len(entry) == 1:
         ((name, body),) = entry.items()
     if not isinstance(name, str):
@@ -362,7 +364,7 @@ def _runtime(path: Path, index: int, entry: Any) -> RuntimeConfig:
     return RuntimeConfig(name, params)
 
 
-def _check_order(path: Path, stages: tuple[StageConfig, ...]) -> None:
+def _check_order(path: Path, stages: Sequence[StageConfig]) -> None:
     for index, config in enumerate(stages):
         takes_torch = REGISTRY[config.name].takes == "torch"
         if takes_torch != (index == 0):

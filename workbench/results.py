@@ -8,7 +8,7 @@ with a schema version, read back with ``Run.load``; ``python -m workbench schema
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,7 +31,7 @@ from workbench.runtimes import REFERENCE
 from workbench.stages import REGISTRY, Facts
 from workbench.textdata import DataFacts
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 class Record(BaseModel):

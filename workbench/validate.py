@@ -75,7 +75,7 @@ class LogitsFile:
 
     def __init__(self, path: Path, total: int, check: Callable[[int], None] | None = None):
         self.path, self.total, self.check = path, total, check
-        self._out: np.ndarray | None = None
+        self._out: np.memmap | None = None
 
     def put(self, rows: np.ndarray | slice, values: np.ndarray) -> None:
         if self._out is None:

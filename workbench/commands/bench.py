@@ -10,7 +10,7 @@ from pathlib import Path
 from workbench import environment, ops
 from workbench.artifact import read_graph
 from workbench.errors import InputError, WorkbenchError
-from workbench.feeds import FeedSpec, InputSpec
+from workbench.feeds import Feed, FeedSpec, InputSpec, IntType
 from workbench.precision import FP32, INT8
 from workbench.recipe import BenchSpec
 from workbench.results import Bench, Case, Contender
@@ -30,10 +30,10 @@ def guess_inputs(path: Path) -> tuple[InputSpec, ...]:
         if value.name in weights:
             continue
         lowered = value.name.lower()
-        feed = "mask" if "mask" in lowered else "zeros" if ("type" in lowered or "segment" in lowered) else "ids"
+        feed: Feed = "mask" if "mask" in lowered else "zeros" if ("type" in lowered or "segment" in lowered) else "ids"
         dims = [d.dim_param for d in value.type.tensor_type.shape.dim]
         axes = ("batch", "sequence") if dims and dims[0] == "batch" else ("sequence", "batch")
-        dtype = "int32" if value.type.tensor_type.elem_type == onnx.TensorProto.INT32 else "int64"
+        dtype: IntType = "int32" if value.type.tensor_type.elem_type == onnx.TensorProto.INT32 else "int64"
         specs.append(InputSpec(name=value.name, feed=feed, dtype=dtype, axes=axes))
     if [s.feed for s in specs].count("ids") != 1:
         raise InputError(f"{path}: cannot tell which input takes the token ids; give --recipe")

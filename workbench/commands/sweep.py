@@ -213,9 +213,10 @@ def _figures(run: Run, row: str) -> dict[str, str]:
     if check is not None and check.check is not None:
         out["agreement"] = f"{check.check.comparison.agreement:.2%}"
         out["max abs error"] = sci(check.check.comparison.max_abs_error)
-    timing = run.bench.timing(row, run.bench.headline) if run.bench else None
-    if timing is not None:
-        out["latency ms"] = f"{timing.median_ms:.3f} ({run.bench.headline})"
+    bench = run.bench
+    timing = bench.timing(row, bench.headline) if bench else None
+    if bench and timing is not None:
+        out["latency ms"] = f"{timing.median_ms:.3f} ({bench.headline})"
     return out
 
 

@@ -132,17 +132,20 @@ def draw(run: Run, folder: Path) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
-    out = {}
-    for choice in run.decision.choices if run.decision else ():
+    out: dict[str, str] = {}
+    decision = run.decision
+    if decision is None:
+        return out
+    for choice in decision.choices:
         if choice.shipped is not None:
             title = f"Latency against accuracy drop, {choice.target}"
-            out[title] = _chart(run.recipe, choice, run.decision.budget.max_accuracy_drop, folder / chart_name(choice))
+            out[title] = _chart(run.recipe, choice, decision.budget.max_accuracy_drop, folder / chart_name(choice))
     return out
 
 
 def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
     """The points no other point beats on both accuracy drop and latency (lower is better), by drop."""
-    front = []
+    front: list[tuple[float, float, str]] = []
     for point in sorted(points, key=lambda p: (p[0], p[1])):
         if not front or point[1] < front[-1][1]:
             front.append(point)
@@ -152,8 +155,11 @@ def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, s
 def _chart(recipe: str, choice: Choice, max_drop: float, path: Path) -> str:
     import matplotlib.pyplot as plt
 
-    shown = [c for c in choice.candidates if c.median_ms is not None and c.accuracy_drop is not None]
-    points = [(100 * c.accuracy_drop, c.median_ms, c.row) for c in shown]  # type: ignore[operator]
+    shown, points = [], []
+    for c in choice.candidates:
+        if c.median_ms is not None and c.accuracy_drop is not None:
+            shown.append(c)
+            points.append((100 * c.accuracy_drop, c.median_ms, c.row))
     largest = max((c.bytes or 0) for c in shown) or 1
     fig, axis = plt.subplots(figsize=(7.5, 4.8))
     for c, (x, y, row) in zip(shown, points):

@@ -81,7 +81,8 @@ def ort_optimize(source: Source, params: OrtOptimizeParams, dst: Path) -> OrtOpt
     import onnxruntime
     from onnxruntime.transformers import optimizer
 
-    model_type, heads, hidden = params.model_type, params.num_heads, params.hidden_size
+    model_type: str = params.model_type
+    heads, hidden = params.num_heads, params.hidden_size
     read = _sizes_from_metadata(source.onnx) if heads == hidden == 0 else None
     if read is not None:  # a Hugging Face folder's export carries its config's sizes (what Optimum reads)
         model_type, heads, hidden = read

@@ -159,7 +159,9 @@ def _one_node(params: QuantizeStaticParams, source: Source):
 
     if source.calibration is None:
         raise StageError("quantize_static needs calibration data")
-    methods = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+    methods: dict[str, Literal["MinMax", "Entropy", "Percentile"]] = {
+        "minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"
+    }
     return StaticQuantizer(
         tuple(source.calibration(params.calibration_samples)),
         method=methods[params.calibrate_method],

@@ -26,7 +26,7 @@ def key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def write_atomic(target: Path, write: Callable[[Path], None], *, mode: int = 0o644) -> Path:
+def write_atomic(target: Path, write: Callable[[Path], object], *, mode: int = 0o644) -> Path:
     """Call ``write(tmp)`` on a hidden file beside ``target``, then rename it into place (whole or not at all)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
