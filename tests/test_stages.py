@@ -100,6 +100,33 @@ def test_ort_optimize_without_sizes_fuses_no_attention_and_says_why(bert, tmp_pa
     assert any("Failed to detect num_heads and hidden_size" in w for w in facts["warnings"])
 
 
+def _as_exported_from(config_type: str, src: Path, dst: Path) -> Path:
+    """``src`` with the metadata the export of a Hugging Face folder writes from its config.json."""
+    model = onnx.load(str(src))
+    onnx.helper.set_model_props(model, {"model_type": config_type, "num_heads": str(HEADS), "hidden_size": str(HIDDEN)})
+    onnx.save(model, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("config_type", ["distilbert", "roberta", "bert"])
+def test_ort_optimize_maps_a_config_model_type_as_optimum_does(bert, tmp_path, config_type):
+    """A folder's config names its architecture (distilbert, roberta, ...); the optimizer only knows graph
+    families, and given a name it does not know it fuses nothing (it once crashed on the plain model it returned)."""
+    src = _as_exported_from(config_type, bert[1], tmp_path / "export.onnx")
+    facts = _run("ort_optimize", src, tmp_path / "o.onnx")
+    assert {k: v for k, v in facts["fusions"].items() if v}["Attention"] == LAYERS
+    named = "" if config_type == "bert" else f" (config.json: {config_type})"
+    assert facts["sizes"] == f"bert{named}, {HEADS} heads, hidden {HIDDEN}"
+
+
+def test_ort_optimize_refuses_a_config_model_type_it_has_no_fusions_for_unless_the_recipe_names_one(bert, tmp_path):
+    src = _as_exported_from("modernbert", bert[1], tmp_path / "export.onnx")
+    with pytest.raises(StageError, match=r"model_type 'modernbert'.*set ort_optimize: \{model_type: \.\.\.\} to one of bert,"):
+        _run("ort_optimize", src, tmp_path / "o.onnx")
+    facts = _run("ort_optimize", src, tmp_path / "o.onnx", model_type="bert")  # the recipe's word wins
+    assert facts["fusions"]["Attention"] == LAYERS and facts["sizes"].startswith("bert (config.json: modernbert)")
+
+
 @pytest.mark.parametrize("sizes", [{"num_heads": 4}, {"hidden_size": 32}, {"num_heads": 3, "hidden_size": 32}])
 def test_ort_optimize_sizes_come_together(sizes):
     with pytest.raises(ValueError, match="give num_heads and hidden_size both"):

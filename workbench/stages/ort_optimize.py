@@ -13,21 +13,39 @@ BertClassifier, 4 heads, hidden 128, TorchScript export):
   Reshape/Gemm/Reshape and neither Attention nor EmbedLayerNormalization is fused, whatever the sizes:
   a BERT recipe simplifies with ``optimize: false``.
 The optimizer's warnings are kept in the facts, so a fusion it could not do is in the report.
+
+A Hugging Face folder's export carries its config's ``model_type``, which is the architecture's name
+(``distilbert``, ``roberta``, ...), not one of the optimizer's graph families: it is mapped the way Optimum's
+``ORTConfigManager`` maps it (every BERT-shaped encoder fuses as ``bert``). Given anything else, the optimizer
+fuses nothing and hands back a plain model, so a type outside the table fails the stage, naming the table and
+the ``model_type`` a recipe can set instead.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, computed_field, model_validator
 
+from workbench.errors import StageError
 from workbench.stages import Facts, Params, Source, stage
 
 
+# Hugging Face config.json model_type -> the optimizer's model_type (Optimum's ORTConfigManager table)
+HF_MODEL_TYPES = {
+    "albert": "bert", "bart": "bart", "bert": "bert", "big_bird": "bert", "blenderbot": "bert", "bloom": "gpt2",
+    "camembert": "bert", "codegen": "gpt2", "deberta": "bert", "deberta-v2": "bert", "distilbert": "bert",
+    "electra": "bert", "gpt2": "gpt2", "gpt_neo": "gpt2", "gpt_neox": "gpt2", "gptj": "gpt2", "longt5": "bert",
+    "marian": "bart", "mbart": "bart", "mt5": "bart", "m2m_100": "bart", "nystromformer": "bert", "pegasus": "bert",
+    "roberta": "bert", "t5": "bert", "vit": "vit", "xlm-roberta": "bert",
+}  # fmt: skip
+OptimizerType = Literal["bert", "gpt2", "bart", "t5", "vit", "clip", "unet"]
+
+
 class OrtOptimizeParams(Params):
-    model_type: Literal["bert", "gpt2", "bart", "t5", "vit", "clip", "unet"] = "bert"
+    model_type: OptimizerType = "bert"  # set in a recipe, it wins over the type a folder's config names
     opt_level: Literal[0, 1, 2, 99] = 1
     num_heads: int = Field(0, ge=0)  # 0: let onnxruntime detect them (it may not: see above)
     hidden_size: int = Field(0, ge=0)
@@ -76,6 +94,17 @@ class OrtOptimizeFacts(Facts):
         return read + [f"fusions found: none (all {len(self.fusions)} fusion kinds the optimizer knows report 0)"]
 
 
+def _optimizer_type(config_type: str) -> str:
+    if config_type in HF_MODEL_TYPES:
+        return HF_MODEL_TYPES[config_type]
+    raise StageError(
+        f"the model's config.json names model_type {config_type!r}, which onnxruntime's transformer optimizer has "
+        f"no fusions for (the types it maps, as Optimum does: {', '.join(sorted(HF_MODEL_TYPES))}); set "
+        f"ort_optimize: {{model_type: ...}} to one of {', '.join(get_args(OptimizerType))} if the graph is shaped "
+        "like one, or leave the stage out"
+    )
+
+
 @stage("ort_optimize", params=OrtOptimizeParams, facts=OrtOptimizeFacts)
 def ort_optimize(source: Source, params: OrtOptimizeParams, dst: Path) -> OrtOptimizeFacts:
     import onnxruntime
@@ -85,7 +114,9 @@ def ort_optimize(source: Source, params: OrtOptimizeParams, dst: Path) -> OrtOpt
     heads, hidden = params.num_heads, params.hidden_size
     read = _sizes_from_metadata(source.onnx) if heads == hidden == 0 else None
     if read is not None:  # a Hugging Face folder's export carries its config's sizes (what Optimum reads)
-        model_type, heads, hidden = read
+        config_type, heads, hidden = read
+        if "model_type" not in params.model_fields_set:
+            model_type = _optimizer_type(config_type)
     collected = _Warnings()
     logging.getLogger().addHandler(collected)
     try:
@@ -101,7 +132,8 @@ def ort_optimize(source: Source, params: OrtOptimizeParams, dst: Path) -> OrtOpt
         logging.getLogger().removeHandler(collected)
     optimized.save_model_to_file(str(dst))
     fusions = {op: int(count) for op, count in optimized.get_fused_operator_statistics().items()}
-    sizes = f"{model_type}, {heads} heads, hidden {hidden}" if read is not None else None
+    named = f" (config.json: {read[0]})" if read is not None and read[0] != model_type else ""
+    sizes = f"{model_type}{named}, {heads} heads, hidden {hidden}" if read is not None else None
     return OrtOptimizeFacts(
         onnxruntime=onnxruntime.__version__, fusions=fusions, sizes=sizes, warnings=tuple(collected.messages)
     )
