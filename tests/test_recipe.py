@@ -247,3 +247,27 @@ def test_a_stage_that_keeps_its_input_s_precision_is_judged_by_it(tmp_path):
         ("export", "fp32"), ("simplify", "fp32"), ("quantize_dynamic", "int8"), ("ort_optimize", "int8"),
     ]
     assert parsed.stages[3].accept == parsed.stages[2].accept and parsed.stages[3].accept.max_abs_error is None
+
+
+@pytest.mark.parametrize(
+    ("stages", "where"),
+    [
+        ("  - export: {}\n  - quantize_static: {}\n", r"stages\[1\] \(quantize_static\)"),
+        (
+            "  - export: {}\n  - quantize_dynamic: {}\nsearch: {stage: [quantize_dynamic, quantize_static]}\n",
+            r"search.stage \(quantize_static\)",
+        ),
+    ],
+)
+def test_a_calibrating_stage_without_calibration_samples_is_refused_before_any_work(tmp_path, stages, where):
+    """A file evaluation set has no calibration stream of its own (the synthetic one has): refused at load, where it
+    once surfaced only when the chain reached the stage, after the stages before it had run."""
+    (tmp_path / "eval.jsonl").write_text('{"tokens": [1, 2, 3], "label": 0}\n')
+    text = GOOD.split("stages:")[0] + "data: {jsonl: eval.jsonl}\nstages:\n" + stages
+    with pytest.raises(RecipeError, match=rf"r.yaml: data.calibration: {where} calibrates on samples apart"):
+        _load(tmp_path, text)
+    (tmp_path / "calibration.jsonl").write_text('{"tokens": [4, 5], "label": 1}\n')
+    with_file = "data: {jsonl: eval.jsonl, calibration: calibration.jsonl}"
+    calibrated = _load(tmp_path, text.replace("data: {jsonl: eval.jsonl}", with_file))
+    assert calibrated.settings.data.calibration == "calibration.jsonl"
+    assert _load(tmp_path, text.replace("data: {jsonl: eval.jsonl}", "data: {synthetic: {size: 100}}")).stages

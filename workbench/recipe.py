@@ -294,6 +294,7 @@ def parse(text: str, path: Path) -> Recipe:
     for index, entry in enumerate(settings.stages):
         stages.append(_stage(path, index, entry, stages[-1].precision if stages else FP32))
     _check_order(path, stages)
+    _check_calibration(path, settings, stages)
     runtimes = tuple(_runtime(path, index, entry) for index, entry in enumerate(settings.runtimes))
     if len({r.name for r in runtimes}) != len(runtimes):
         raise RecipeError(f"{path}: runtimes: each engine may be named once, got {[r.name for r in runtimes]}")
@@ -362,6 +363,22 @@ def _runtime(path: Path, index: int, entry: Any) -> RuntimeConfig:
     if not spec.available():
         raise RecipeError(f"{path}: {where}: engine {name!r} is not installed; install it with: {spec.install}")
     return RuntimeConfig(name, params)
+
+
+def _check_calibration(path: Path, settings: Settings, stages: Sequence[StageConfig]) -> None:
+    """A stage that calibrates needs samples apart from the evaluation set: said before any work is done."""
+    data = settings.data
+    if data.calibration is not None or data.synthetic is not None:  # a file, or the synthetic set's own stream
+        return
+    named = [(f"stages[{i}]", c.name) for i, c in enumerate(stages) if REGISTRY[c.name].calibrates]
+    if settings.search is not None:
+        named += [("search.stage", name) for name in settings.search.stage if REGISTRY[name].calibrates]
+    if named:
+        where, name = named[0]
+        raise RecipeError(
+            f"{path}: data.calibration: {where} ({name}) calibrates on samples apart from the evaluation set; "
+            "give data.calibration: a file in the evaluation set's format"
+        )
 
 
 def _check_order(path: Path, stages: Sequence[StageConfig]) -> None:
