@@ -121,7 +121,8 @@ def test_ort_optimize_maps_a_config_model_type_as_optimum_does(bert, tmp_path, c
 
 def test_ort_optimize_refuses_a_config_model_type_it_has_no_fusions_for_unless_the_recipe_names_one(bert, tmp_path):
     src = _as_exported_from("modernbert", bert[1], tmp_path / "export.onnx")
-    with pytest.raises(StageError, match=r"model_type 'modernbert'.*set ort_optimize: \{model_type: \.\.\.\} to one of bert,"):
+    refusal = r"model_type 'modernbert'.*set ort_optimize: \{model_type: \.\.\.\} to one of bert,"
+    with pytest.raises(StageError, match=refusal):
         _run("ort_optimize", src, tmp_path / "o.onnx")
     facts = _run("ort_optimize", src, tmp_path / "o.onnx", model_type="bert")  # the recipe's word wins
     assert facts["fusions"]["Attention"] == LAYERS and facts["sizes"].startswith("bert (config.json: modernbert)")
