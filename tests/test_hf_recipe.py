@@ -213,3 +213,19 @@ def test_data_spec_errors_name_the_key(tmp_path, data, message):
     path.write_text(f"model: {{class: 'a:B', weights: w.pt}}\ndata: {data}\nstages: [{{export: {{}}}}]\n")
     with pytest.raises(recipe.RecipeError, match=message):
         recipe.load(path)
+
+
+def test_benchmarks_time_the_folder_at_the_lengths_it_takes(project, ran):
+    """The folder's model takes 128 positions; the default bench lengths (up to 256) are cut to it, the tuning
+    probes too. The README's `run recipes/hf.yaml` stopped with exit 2 after the whole validation, at b1 l256."""
+    path = project / "recipes" / "timed.yaml"
+    path.write_text((project / "recipes" / "hf.yaml").read_text() + "bench: {budget_seconds: 0.05}\nthreads: 1\n")
+    parsed = recipe.load(path)
+    assert parsed.model.max_length == hf_example.MAX_POSITIONS == 128
+    assert (parsed.settings.bench.latency_lengths, parsed.settings.bench.chart_lengths) == ((32, 128), (16, 32, 128))
+    assert main(["run", str(path), "--quiet"]) == 0
+    metrics = json.loads((project / "reports" / "timed" / "metrics.json").read_text())
+    lengths = {t["case"]["length"] for t in metrics["bench"]["timings"]}
+    headline = metrics["bench"]["headline"]
+    assert max(lengths) == 128 and (headline["batch"], headline["length"]) == (1, 128)
+    assert metrics["bench"]["tunings"]  # the tuning ran, its probes within the model's length

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import subprocess
 import sys
@@ -58,6 +60,25 @@ def test_load_describes_the_folder(tiny, loaded):
     assert set(info.files) == {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
     assert info.files["model.safetensors"] == file_sha256(tiny.model_dir / "model.safetensors")
     assert not loaded.module.training and loaded.module.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize(
+    ("positions", "tokenizer_says", "longest"),
+    [(130, 128, 128), (128, 512, 128), (514, int(1e30), 514), (128, None, 128)],
+)
+def test_the_longest_input_is_the_configs_positions_capped_by_the_tokenizer(
+    tiny, tmp_path, positions, tokenizer_says, longest
+):
+    """RoBERTa's config counts two positions its inputs cannot use (514 for 512 tokens): its tokenizer's
+    model_max_length says 512. transformers writes 1e30 for "no limit"."""
+    folder = _copy(tiny, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": positions}))
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings.pop("model_max_length", None)
+    written = settings if tokenizer_says is None else {**settings, "model_max_length": tokenizer_says}
+    (folder / "tokenizer_config.json").write_text(json.dumps(written))
+    assert huggingface.inspect(folder).max_positions == longest
 
 
 def test_the_key_follows_the_tokenizer_files(tiny, tmp_path):

@@ -59,14 +59,11 @@ def class_names(recipe: Recipe, spec: ModelSpec) -> tuple[str, ...]:
 
 
 def max_length(recipe: Recipe, spec: ModelSpec) -> int:
-    """The recipe's data.max_length, else the folder's max_position_embeddings, else DEFAULT_MAX_LENGTH."""
+    """The recipe's data.max_length, else the model's longest input (a folder's, from its config), else
+    DEFAULT_MAX_LENGTH."""
     if recipe.settings.data.max_length is not None:
         return recipe.settings.data.max_length
-    if spec.huggingface is not None:
-        from workbench import huggingface
-
-        return huggingface.inspect(recipe.resolve(spec.huggingface)).max_positions or DEFAULT_MAX_LENGTH
-    return DEFAULT_MAX_LENGTH
+    return spec.max_length or DEFAULT_MAX_LENGTH
 
 
 def file_stream(recipe: Recipe, path: Path, reading: Reading | None = None) -> Iterator[tuple[data.Sample, int]]:

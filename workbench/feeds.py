@@ -41,11 +41,13 @@ class InputSpec(BaseModel):
 
 @dataclass(frozen=True)
 class FeedSpec:
-    """How to feed the model: its declared inputs in ``forward``'s order and the token ids' range."""
+    """How to feed the model: its declared inputs in ``forward``'s order, the token ids' range and the longest
+    input it takes (None: no known bound)."""
 
     inputs: tuple[InputSpec, ...]
     vocab_size: int
     seed: int = 0
+    max_length: int | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -80,5 +82,7 @@ class FeedSpec:
         return self.feeds(tokens, mask)
 
     def probes(self, shapes: Sequence[tuple[int, int]] = ((1, 7), (3, 64), (2, 300))) -> list[Feeds]:
-        """Inputs of several shapes, for checking that two runners compute the same thing."""
-        return [self.random(b, n, seed=self.seed + 1) for b, n in shapes]
+        """Inputs of several shapes (lengths within the model's longest), for checking that two runners compute the
+        same thing."""
+        fit = (lambda n: min(n, self.max_length)) if self.max_length else (lambda n: n)
+        return [self.random(b, fit(n), seed=self.seed + 1) for b, n in shapes]

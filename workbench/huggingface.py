@@ -51,7 +51,9 @@ class HFFolder:
     vocab_size: int
     hidden_size: int | None  # None when config.json spells it in a way not known here; load() fills it in
     num_attention_heads: int | None
-    max_positions: int | None  # config.max_position_embeddings: the longest input the model accepts
+    # the longest input the model accepts: config.max_position_embeddings (n_positions), capped by the tokenizer's
+    # model_max_length (RoBERTa's config counts two positions its inputs cannot use: 514 for 512 tokens)
+    max_positions: int | None
     files: dict[str, str]  # file name -> sha256: config.json, *.safetensors, tokenizer files
 
     @property
@@ -95,7 +97,7 @@ class HFModel:
 
     @property
     def feed_spec(self) -> FeedSpec:
-        return FeedSpec(self.inputs, self.info.vocab_size)
+        return FeedSpec(self.inputs, self.info.vocab_size, max_length=self.info.max_positions)
 
 
 def _listing(folder: Path) -> str:
@@ -154,6 +156,16 @@ def _first_int(config: dict[str, Any], names: tuple[str, ...]) -> int | None:
     return found[0] if found else None
 
 
+def _longest_input(config: dict[str, Any], folder: Path) -> int | None:
+    positions = _first_int(config, ("max_position_embeddings", "n_positions"))
+    tokenizer_config = folder / "tokenizer_config.json"
+    said = _read_config(tokenizer_config).get("model_max_length") if tokenizer_config.is_file() else None
+    # transformers writes 1e30 for "no limit": the config's positions are then the smaller
+    limit = said if isinstance(said, int) and not isinstance(said, bool) and said > 0 else None
+    known = [n for n in (positions, limit) if n is not None]
+    return min(known) if known else None
+
+
 def inspect(folder: str | Path) -> HFFolder:
     """Check ``folder`` holds config.json, safetensors weights and tokenizer files, and read its description."""
     folder = Path(folder)
@@ -169,7 +181,7 @@ def inspect(folder: str | Path) -> HFFolder:
         vocab_size=vocab_size,
         hidden_size=_first_int(config, HIDDEN_KEYS),
         num_attention_heads=_first_int(config, HEADS_KEYS),
-        max_positions=_first_int(config, ("max_position_embeddings", "n_positions")),
+        max_positions=_longest_input(config, folder),
         files={path.name: file_sha256(path) for path in files},
     )
 

@@ -201,7 +201,7 @@ def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
     metadata = {"model_class": class_, "weights_sha256": weights_sha, **_common_metadata(spec)}
     if spec.classes:
         metadata[huggingface.META_CLASSES] = json.dumps(list(spec.classes))
-    source = _source(recipe, spec, build_module, metadata, max_length=None)
+    source = _source(recipe, spec, build_module, metadata, max_length=spec.max_length)
     model_dump = spec.model_dump(exclude={"weights"})
     return source, key(class_, code_sha, weights_sha, spec.kwargs, model_dump)
 
@@ -229,7 +229,7 @@ def _folder_source(recipe: Recipe, spec: ModelSpec) -> tuple[TorchSource, str]:
         **info.optimizer_metadata,
         huggingface.META_CLASSES: json.dumps(list(info.class_names)),
     }
-    source = _source(recipe, spec, build_module, metadata, max_length=info.max_positions)
+    source = _source(recipe, spec, build_module, metadata, max_length=spec.max_length)
     return source, key("huggingface", info.key, spec.model_dump(exclude={"weights", "huggingface"}))
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from workbench import recipe_checks as checks
 from workbench.errors import RecipeError
 from workbench.feeds import FeedSpec, InputSpec
 from workbench.precision import FP32, Accept, Precision
@@ -41,6 +42,9 @@ class ModelSpec(Strict):
     output: str = "logits"
     vocab_size: int = Field(1000, ge=2)
     example_length: int = Field(16, ge=1, le=4096)
+    # the longest input the model takes (a folder: from its config and tokenizer, unless given); the export's
+    # sequence axis ends there and bench lengths are fitted to it (recipe_checks.fit_lengths)
+    max_length: int | None = Field(None, ge=1, le=1_000_000)
     huggingface: str | None = None  # a save_pretrained folder (offline, safetensors only)
     tokenizer: str | None = None  # a tokenizer.json: how a module:Class model reads text data
     classes: tuple[str, ...] | None = Field(None, min_length=2, strict=False)  # class names of a module:Class model
@@ -72,7 +76,7 @@ class ModelSpec(Strict):
     @property
     def feed(self) -> FeedSpec:
         """How to feed this model (its inputs, its vocabulary)."""
-        return FeedSpec(self.inputs, self.vocab_size)
+        return FeedSpec(self.inputs, self.vocab_size, max_length=self.max_length)
 
     def resolved(self, root: Path) -> ModelSpec:
         """For a Hugging Face folder (relative to ``root``): the spec with the folder's vocabulary, weights file and,
@@ -84,6 +88,8 @@ class ModelSpec(Strict):
         folder = root / self.huggingface
         info = huggingface.inspect(folder)
         update: dict[str, Any] = {"vocab_size": info.vocab_size, "weights": f"{self.huggingface}/{info.weights_file}"}
+        if "max_length" not in self.model_fields_set:
+            update["max_length"] = info.max_positions
         if "inputs" not in self.model_fields_set:
             update["inputs"] = huggingface.tokenizer_inputs(folder)
         return self.model_copy(update=update)
@@ -293,13 +299,14 @@ def parse(text: str, path: Path) -> Recipe:
     stages: list[StageConfig] = []
     for index, entry in enumerate(settings.stages):
         stages.append(_stage(path, index, entry, stages[-1].precision if stages else FP32))
-    _check_order(path, stages)
-    _check_calibration(path, settings, stages)
+    checks.stage_order(path, stages)
+    checks.calibration(path, settings, stages)
     runtimes = tuple(_runtime(path, index, entry) for index, entry in enumerate(settings.runtimes))
     if len({r.name for r in runtimes}) != len(runtimes):
         raise RecipeError(f"{path}: runtimes: each engine may be named once, got {[r.name for r in runtimes]}")
     root = (path.parent / settings.root).resolve()
     settings = settings.model_copy(update={"model": settings.model.resolved(root)})  # a folder's inputs and vocabulary
+    settings = checks.fit_lengths(path, settings)
     name = settings.name or path.stem
     return Recipe(name, path.resolve(), text, root, settings, tuple(stages), runtimes)
 
@@ -363,30 +370,3 @@ def _runtime(path: Path, index: int, entry: Any) -> RuntimeConfig:
     if not spec.available():
         raise RecipeError(f"{path}: {where}: engine {name!r} is not installed; install it with: {spec.install}")
     return RuntimeConfig(name, params)
-
-
-def _check_calibration(path: Path, settings: Settings, stages: Sequence[StageConfig]) -> None:
-    """A stage that calibrates needs samples apart from the evaluation set: said before any work is done."""
-    data = settings.data
-    if data.calibration is not None or data.synthetic is not None:  # a file, or the synthetic set's own stream
-        return
-    named = [(f"stages[{i}]", c.name) for i, c in enumerate(stages) if REGISTRY[c.name].calibrates]
-    if settings.search is not None:
-        named += [("search.stage", name) for name in settings.search.stage if REGISTRY[name].calibrates]
-    if named:
-        where, name = named[0]
-        raise RecipeError(
-            f"{path}: data.calibration: {where} ({name}) calibrates on samples apart from the evaluation set; "
-            "give data.calibration: a file in the evaluation set's format"
-        )
-
-
-def _check_order(path: Path, stages: Sequence[StageConfig]) -> None:
-    for index, config in enumerate(stages):
-        takes_torch = REGISTRY[config.name].takes == "torch"
-        if takes_torch != (index == 0):
-            first = [name for name, spec in REGISTRY.items() if spec.takes == "torch"]
-            raise RecipeError(
-                f"{path}: stages[{index}]: {config.name!r} cannot stand here; the first stage, and only it, "
-                f"must be one that starts from the torch model: {', '.join(first)}"
-            )

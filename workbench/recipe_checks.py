@@ -1,0 +1,88 @@
+"""Checks of a parsed recipe across its sections, made when it loads, before any work: each error names the
+file, the key and what is allowed (``recipe.parse`` calls them in order)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from workbench.errors import RecipeError
+from workbench.stages import REGISTRY
+
+if TYPE_CHECKING:
+    from workbench.recipe import Settings, StageConfig
+
+
+def stage_order(path: Path, stages: Sequence[StageConfig]) -> None:
+    """The first stage, and only it, starts from the torch model."""
+    for index, config in enumerate(stages):
+        takes_torch = REGISTRY[config.name].takes == "torch"
+        if takes_torch != (index == 0):
+            first = [name for name, spec in REGISTRY.items() if spec.takes == "torch"]
+            raise RecipeError(
+                f"{path}: stages[{index}]: {config.name!r} cannot stand here; the first stage, and only it, "
+                f"must be one that starts from the torch model: {', '.join(first)}"
+            )
+
+
+def calibration(path: Path, settings: Settings, stages: Sequence[StageConfig]) -> None:
+    """A stage that calibrates (in the chain or a search) needs samples apart from the evaluation set."""
+    data = settings.data
+    if data.calibration is not None or data.synthetic is not None:  # a file, or the synthetic set's own stream
+        return
+    named = [(f"stages[{i}]", c.name) for i, c in enumerate(stages) if REGISTRY[c.name].calibrates]
+    if settings.search is not None:
+        named += [("search.stage", name) for name in settings.search.stage if REGISTRY[name].calibrates]
+    if named:
+        where, name = named[0]
+        raise RecipeError(
+            f"{path}: data.calibration: {where} ({name}) calibrates on samples apart from the evaluation set; "
+            "give data.calibration: a file in the evaluation set's format"
+        )
+
+
+def fit_lengths(path: Path, settings: Settings) -> Settings:
+    """Every sequence length the run will time, within ``model.max_length`` (a folder's: from its config).
+
+    A length the recipe leaves at its default is cut to the model's longest input (a BERT of 128 positions is
+    timed at 128, not at the default 256 it cannot take); a length the recipe sets beyond it is refused. The same
+    holds for the synthetic set's longest sample; ``data.max_length`` beyond it is refused."""
+    longest = settings.model.max_length
+    if longest is None:
+        return settings
+    bench, limit = settings.bench, f"the model takes at most {longest} tokens (model.max_length)"
+
+    def fit(where: str, lengths: tuple[int, ...], chosen: bool) -> tuple[int, ...]:
+        over = [n for n in lengths if n > longest]
+        if over and chosen:
+            raise RecipeError(f"{path}: {where}: {over} longer than {limit}")
+        return tuple(dict.fromkeys(min(n, longest) for n in lengths))
+
+    latency = fit("bench.latency_lengths", bench.latency_lengths, "latency_lengths" in bench.model_fields_set)
+    charted = fit("bench.chart_lengths", bench.chart_lengths, "chart_lengths" in bench.model_fields_set)
+    if len(charted) < 2:  # a chart needs two lengths: the longest and half of it
+        charted = tuple(dict.fromkeys((max(1, longest // 2), longest)))
+    chosen = "length" in bench.throughput.model_fields_set
+    (throughput,) = fit("bench.throughput.length", (bench.throughput.length,), chosen)
+    targets = settings.target if isinstance(settings.target, list) else [settings.target]
+    for index, target in enumerate(targets):
+        if target.length is not None and target.length > longest:
+            raise RecipeError(f"{path}: target[{index}].length: {target.length} is longer than {limit}")
+    data = settings.data
+    if data.max_length is not None and data.max_length > longest:
+        raise RecipeError(f"{path}: data.max_length: {data.max_length} is longer than {limit}")
+    if data.synthetic is not None:
+        chosen = "max_len" in data.synthetic.model_fields_set
+        (max_len,) = fit("data.synthetic.max_len", (data.synthetic.max_len,), chosen)
+        shortest = min(data.synthetic.min_len, max_len)
+        synthetic = data.synthetic.model_copy(update={"max_len": max_len, "min_len": shortest})
+        data = data.model_copy(update={"synthetic": synthetic})
+    fitted = bench.model_copy(
+        update={
+            "latency_lengths": latency,
+            "chart_lengths": charted,
+            "throughput": bench.throughput.model_copy(update={"length": throughput}),
+        }
+    )
+    return settings.model_copy(update={"bench": fitted, "data": data})
