@@ -121,13 +121,22 @@ def test_a_stage_with_a_new_precision_and_an_engine_with_a_tuning_hook_join_a_ru
     (tuning,) = run.bench.tunings
     assert tuning.engine == "ort-threads" and [t.label for t in tuning.trials] == ["2 threads", "1 threads"]
     session = folder / "round_weights.onnx.session.json"
-    if tuning.load.quiet:  # a choice is saved only from a quiet machine's figures
+    assert tuning.load.quiet or tuning.chosen == 0  # nothing is chosen from a busy stretch
+    report = (folder / "report.md").read_text()
+    if run.bench.quiet:  # a choice is saved only from a run quiet throughout
         saved = json.loads(session.read_text())
         assert saved["engine"] == "ort-threads" and saved["options"] == tuning.best.options
     else:
-        assert not session.exists() and tuning.chosen == 0
+        assert not session.exists()
+    assert ("saved beside the artifact as `round_weights.onnx.session.json`" in report) == session.exists()
+    # a case timed while busy, the tuning stretch quiet: nothing is saved, and the report must not say it was
+    from workbench.render import speed
 
-    report = (folder / "report.md").read_text()
+    busy_case = run.bench.loads[0].model_copy(update={"quiet": False})
+    busy = run.bench.model_copy(update={"loads": (busy_case, *run.bench.loads[1:])})
+    quiet_tuning = tuning.model_copy(update={"load": tuning.load.model_copy(update={"quiet": True})})
+    assert "not saved, since the machine was busy" in "\n".join(speed._tuning(busy, quiet_tuning))
+
     assert "## round_weights" in report and "- precision: fp16-weights" in report
     assert f"- rounded {len(matrices)} weight tensors to" in report and "fp16-weights: |diff| <= 0.05" in report
     assert "### Tuning (ort-threads:round_weights, b1 l4)" in report and "| 1 threads |" in report

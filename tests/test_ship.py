@@ -40,7 +40,7 @@ def bert(tmp_path_factory) -> tuple[Path, Run, int]:
     return folder, Run.load((folder / "reports" / "bert_search" / "metrics.json").read_text()), code
 
 
-def test_each_target_ships_a_candidate_within_budget_that_nothing_beats_beyond_its_interval(bert):
+def test_each_target_ships_the_smallest_candidate_within_budget_the_fastest_does_not_beat(bert):
     folder, run, code = bert
     assert code == 0 and run.decision is not None and run.bench is not None
     budget = run.decision.budget
@@ -54,13 +54,20 @@ def test_each_target_ships_a_candidate_within_budget_that_nothing_beats_beyond_i
         assert chosen.accuracy_drop <= budget.max_accuracy_drop and chosen.agreement >= budget.min_agreement
         mine = run.bench.timing(chosen.row, case)
         assert mine is not None and chosen.median_ms == mine.median_ms
-        for other in choice.candidates:
-            if other is chosen or not other.within_budget:
-                continue
-            theirs = run.bench.timing(other.row, case)
-            lead = stats.ratio_interval(mine.block_medians_ms, theirs.block_medians_ms)  # >1: the other is faster
-            assert not (lead.low > 1), f"{other.row} is {lead} faster than {chosen.row} at {case}"
-            if other.outcome == "indistinguishable and bigger":
+        # the rule, from the recorded figures whatever the noise: the leader is the fastest median within the
+        # budget; a candidate it beats beyond the interval (2% margin) lost as slower; of the rest, the smallest ships
+        timed = [c for c in choice.candidates if c.within_budget and c.median_ms is not None]
+        leader = min(timed, key=lambda c: c.median_ms)
+        blocks = {c.row: run.bench.timing(c.row, case).block_medians_ms for c in timed}
+        for other in timed:
+            lead = stats.ratio_interval(blocks[other.row], blocks[leader.row])  # >1: the leader is faster
+            beaten = lead.estimate > 1 and stats.distinguishable(lead)
+            if other is chosen:
+                assert not beaten, f"{chosen.row} shipped although {leader.row} is {lead} faster at {case}"
+            elif beaten:
+                assert other.outcome == "slower" and leader.row in other.why, (other.row, other.outcome, str(lead))
+            else:
+                assert other.outcome == "indistinguishable and bigger", (other.row, other.outcome, str(lead))
                 assert other.bytes >= chosen.bytes
         assert (folder / "reports" / "bert_search" / choice.file).is_file()
 

@@ -135,12 +135,11 @@ def _tuning(bench: Bench, tuning: Tuning) -> list[str]:
         if table_figure is not None
         else ""
     )
-    quiet = tuning.load is None or tuning.load.quiet
-    saved = (
+    saved = (  # as commands/run.py saves it: only from a run quiet throughout, not just while this row was tuned
         f"saved beside the artifact as `{tuning.stage}.onnx.session.json` (load it with "
         "`workbench.runtimes.load_tuned(path)`)"
-        if quiet
-        else "not saved"
+        if bench.quiet
+        else "not saved, since the machine was busy during the benchmarks"
     )
     return [
         f"### Tuning ({tuning.row}, {tuning.case})",
