@@ -3,6 +3,8 @@ in one process."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from tiny_models import TINY_LSTM, save_tiny_lstm
 
@@ -139,4 +141,6 @@ def test_workers_that_get_no_place_fail_the_pass_instead_of_waiting(project, cap
     finally:
         ray.shutdown()
     assert code == 2
-    assert "--ray: 1 of 3 Ray workers for reference got no place within 5 s" in capsys.readouterr().err
+    # one worker has no CPU; on a busy machine the two placed ones may also take over 5 s to start (torch import)
+    err = capsys.readouterr().err
+    assert re.search(r"--ray: [123] of 3 Ray workers for reference got no place within 5 s", err), err
