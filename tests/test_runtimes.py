@@ -142,8 +142,8 @@ def test_a_file_an_engine_refuses_is_not_applicable(tmp_path):
         ),
         (  # ids beyond the model's embedding
             "  vocab_size: 2000\n",
-            r"TextClassifier.forward failed .*IndexError: index out of range in self \(check model.inputs and "
-            r"model.vocab_size",
+            r"TextClassifier.forward failed .*IndexError: index out of range in self \(check model.inputs, "
+            r"model.vocab_size and model.max_length",
         ),
     ],
 )
