@@ -190,7 +190,7 @@ def test_torchscript_exporter_still_exports_text_classifier(tmp_path):
 
 def test_a_length_the_model_holds_to_is_refused_unless_the_recipe_declares_it(tmp_path):
     # torch.export bounds the axis quietly (its graph would fail past 64 tokens): the stage refuses that
-    with pytest.raises(StageError, match=r"narrows sequence to 0\.\.64 \(declared 1\.\.\).*max_length"):
+    with pytest.raises(StageError, match=r"narrows sequence to 0\.\.64 \(declared 1\.\.\).*set model\.max_length: N"):
         _export(_source(PositionalClassifier(), ("input_ids",)), tmp_path / "unbounded.onnx")
     facts = _export(_source(PositionalClassifier(), ("input_ids",)), tmp_path / "p.onnx", max_length=64)
     assert facts.dims == {"batch": "1..", "sequence": "1..64"}

@@ -13,7 +13,7 @@ from torch import nn
 from workbench.cli import main
 
 HERE = Path(__file__).resolve().parent
-VOCAB, WIDTH, CLASSES = 120, 32, 2
+VOCAB, WIDTH, CLASSES, POSITIONS = 120, 32, 2, 40
 
 
 class TransformerClassifier(nn.Module):
@@ -60,6 +60,19 @@ class ConvClassifier(nn.Module):
         x = (self.embed(input_ids) * keep).transpose(1, 2)
         features = torch.relu(self.conv(x)).transpose(1, 2) * keep - (1 - keep) * 1e4
         return self.head(features.max(dim=1).values)
+
+
+class PositionalClassifier(nn.Module):
+    """Learned positions for at most POSITIONS tokens: the model's code holds the sequence to that length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.positions = nn.Embedding(VOCAB, WIDTH), nn.Embedding(POSITIONS, WIDTH)
+        self.head = nn.Linear(WIDTH, CLASSES)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        where = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.head(_masked_mean(torch.relu(self.embed(input_ids) + self.positions(where)), attention_mask))
 
 
 def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -115,3 +128,28 @@ def test_model_from_this_file_passes_end_to_end_with_padding(cls: type[nn.Module
     assert export["checks"][0]["padding"]["comparison"]["max_abs_error"] < 1e-4  # padding changes nothing in fp32
     assert quantized["checks"][0]["precision"].startswith("int8")
     assert "### Padding" in (tmp_path / "reports" / "recipe" / "report.md").read_text()
+
+
+def test_a_model_with_a_position_table_runs_once_the_recipe_names_its_longest_input(tmp_path: Path, capfd) -> None:
+    """Without model.max_length the reference cannot take the synthetic set's longer samples (one line naming the
+    key); with it, the export's sequence ends there and the synthetic set and every timed length fit (defaults 256)."""
+    torch.manual_seed(0)
+    torch.save(PositionalClassifier().state_dict(), tmp_path / "weights.pt")
+    text = RECIPE.format(root=HERE, tmp=tmp_path, cls="PositionalClassifier", vocab=VOCAB)
+    text = text.replace("seed: 3, min_len: 4, max_len: 24}", "seed: 3, min_len: 4}")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    assert main(["run", str(recipe), "--quiet"]) == 2  # the synthetic set's samples reach 256: one line, no work
+    err = capfd.readouterr().err
+    assert "PositionalClassifier.forward failed" in err and "model.max_length against the model" in err
+    recipe.write_text(
+        text.replace("  vocab_size:", f"  max_length: {POSITIONS}\n  vocab_size:")
+        .replace("bench: {enabled: false}", "bench: {budget_seconds: 0.05, tune: false}")
+    )
+    code = main(["run", str(recipe), "--quiet"])
+    out, err = capfd.readouterr()
+    assert code == 0, out + err
+    metrics = json.loads((tmp_path / "reports" / "recipe" / "metrics.json").read_text())
+    assert metrics["stages"][0]["facts"]["dims"]["sequence"] == f"1..{POSITIONS}"
+    assert max(t["case"]["length"] for t in metrics["bench"]["timings"]) == POSITIONS
+    assert metrics["reference"]["samples"] == 64 and all(s["passed"] for s in metrics["stages"])

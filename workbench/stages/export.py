@@ -228,7 +228,7 @@ def _ranges(program: Any, model: TorchSource) -> dict[str, tuple[int, int | None
 def _narrowed(narrowed: dict[str, tuple[int, int | None]], asked: dict[str, tuple[int, int | None]]) -> str:
     """The StageError for axes the model's code holds to a smaller range than the recipe declares."""
     spans = ", ".join(f"{n} to {_span(*narrowed[n])} (declared {_span(*asked[n])})" for n in narrowed)
-    hint = " (set export: {max_length: N} if the model really stops there)" if "sequence" in narrowed else ""
+    hint = " (if the model really stops there, set model.max_length: N)" if "sequence" in narrowed else ""
     return f"export (dynamo exporter): the model's code narrows {spans}; the graph would fail outside it{hint}"
 
 
