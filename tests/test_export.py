@@ -258,3 +258,32 @@ def test_a_second_lstm_export_in_one_process_keeps_the_sequence_axis(tmp_path):
         text = _ids(3, 40, seed=attempt)[0].T.contiguous()
         with torch.no_grad():
             assert np.abs(session.run(None, {"text": text.numpy()})[0] - module(text).numpy()).max() <= 1e-5
+
+
+class MaskIgnored(nn.Module):
+    """Declares an attention mask it never reads (as a DeBERTa-v2 without token types takes token_type_ids)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.fc = nn.Embedding(VOCAB, WIDTH), nn.Linear(WIDTH, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(input_ids).mean(1))
+
+
+@pytest.mark.parametrize(("exporter", "put_back"), [("torchscript", ("attention_mask",)), ("dynamo", ())])
+def test_a_declared_input_the_model_does_not_read_stays_an_input_of_the_file(tmp_path, exporter, put_back):
+    """The TorchScript exporter drops it, and the file then refused the inputs the recipe declares (exit 2)."""
+    source = _source(MaskIgnored())
+    facts = _export(source, tmp_path / "m.onnx", exporter=exporter)
+    assert facts.unused_inputs == put_back
+    assert ("inputs the model does not read" in "\n".join(facts.lines())) == bool(put_back)
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    shapes = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert list(shapes) == list(MASKED) and shapes["attention_mask"] == ["batch", "sequence"]
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    ids, mask = _ids(3, 9, seed=1)
+    with torch.no_grad():
+        expected = source.module(ids, mask).numpy()
+    got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    assert np.abs(got - expected).max() <= 1e-5

@@ -50,6 +50,9 @@ class ExportFacts(Facts):
     dims: dict[str, str] = Field(default_factory=dict)  # axis name -> range, e.g. {"sequence": "1..512"}
     external_data: bool = False  # True only for a model over 2 GB: its weights are in ``<dst>.data``
     log: str = ""  # what the exporter printed (stdout, stderr, log records, C++), whole
+    # declared inputs the model does not read, which the exporter dropped: put back, so the file takes what the
+    # recipe declares (a tokenizer's token_type_ids for a DeBERTa-v2 with no token types)
+    unused_inputs: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         """Which exporter and versions ran, and the dynamic axes it was given."""
@@ -59,6 +62,9 @@ class ExportFacts(Facts):
             lines.append("dynamic axes: " + ", ".join(f"{name} {span}" for name, span in self.dims.items()))
         if self.external_data:
             lines.append("over 2 GB: weights saved beside the file as external data")
+        if self.unused_inputs:
+            kept = ", ".join(self.unused_inputs)
+            lines.append(f"inputs the model does not read, kept so the file takes every declared input: {kept}")
         return lines
 
 
@@ -82,6 +88,7 @@ def export(source: Source, params: ExportParams, dst: Path) -> ExportFacts:
             raise
         except Exception as exc:  # the exporter's own failure, whatever its type: a failed stage, not a crash
             raise StageError(_failure(exc, params.exporter, model, example)) from exc
+    unused = _declared_inputs(dst, model)
     external = _finish(dst, {**model.metadata, "onnx_opset": str(params.opset), "exporter": exporter})
     written = _opset(dst)  # the exporter may not convert down to the opset asked for: say what the file holds
     warned = () if written == params.opset else (f"asked for opset {params.opset}; the file holds opset {written}",)
@@ -92,6 +99,7 @@ def export(source: Source, params: ExportParams, dst: Path) -> ExportFacts:
         onnxscript=version("onnxscript") if params.exporter == "dynamo" else None,
         dims=dims,
         external_data=external,
+        unused_inputs=unused,
         warnings=warned + tuple(dict.fromkeys(_ANSI.sub("", str(w.message)).strip() for w in caught)),
         log=_ANSI.sub("", "".join(log)),
     )
@@ -233,6 +241,31 @@ def _narrowed(narrowed: dict[str, tuple[int, int | None]], asked: dict[str, tupl
 
 
 LOCAL_METADATA = {"pkg.torch.onnx.stack_trace"}  # node metadata that depends on where the code lives
+
+
+def _declared_inputs(dst: Path, model: TorchSource) -> tuple[str, ...]:
+    """Put back, as graph inputs, declared inputs the exporter dropped because the model does not read them
+    (the TorchScript exporter does; the dynamo one keeps them), in the declared order; their names."""
+    import onnx
+
+    proto = onnx.load(str(dst), load_external_data=False)
+    have = {value.name: value for value in proto.graph.input}
+    missing = [name for name in model.input_names if name not in have]
+    if not missing:
+        return ()
+    made = {}
+    for name, tensor in zip(model.input_names, model.example, strict=True):
+        if name in missing:
+            axes = model.dynamic_axes.get(name, {})
+            shape = [axes.get(i, size) for i, size in enumerate(tensor.shape)]
+            elem = onnx.helper.np_dtype_to_tensor_dtype(tensor.numpy().dtype)
+            made[name] = onnx.helper.make_tensor_value_info(name, elem, shape)
+    others = [value for value in proto.graph.input if value.name not in model.input_names]
+    ordered = [have.get(name) or made[name] for name in model.input_names] + others
+    del proto.graph.input[:]
+    proto.graph.input.extend(ordered)
+    onnx.save(proto, str(dst))  # external data, if any, stays where the exporter wrote it: _finish loads it
+    return tuple(missing)
 
 
 def _finish(dst: Path, metadata: dict[str, str], *, limit: int = PROTO_LIMIT) -> bool:
