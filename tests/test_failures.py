@@ -118,18 +118,23 @@ class ExplodeParams(Params):
 def exploding_stage():
     @stage("explode", params=ExplodeParams)
     def explode(source: Source, params: ExplodeParams, dst: Path):
-        raise RuntimeError("the tool crashed\nsecond line of its message")
+        raise RuntimeError("the tool crashed\nsecond line of its message")  # explode_line
 
     yield
     REGISTRY.pop("explode")
 
 
 def test_a_stage_tool_that_raises_is_a_failed_row(tmp_path, capfd, exploding_stage):
+    source = Path(__file__).read_text().splitlines()
+    explode_line = next(n for n, line in enumerate(source, 1) if line.endswith("# explode_line"))
     stages = "  - export: {}\n  - explode: {}\n  - simplify: {}\n"
     code, terminal, metrics, report = _run(tmp_path, Plain, stages, capfd)
     assert code == 1 and "Traceback" not in terminal
     export, explode = metrics["stages"]
     assert export["passed"] and not explode["passed"] and explode["artifact"] is None
-    assert explode["error"] == "explode raised: RuntimeError: the tool crashed second line of its message"
+    assert explode["error"] == (  # the tool's words, and where in the tool it raised
+        "explode raised: RuntimeError: the tool crashed second line of its message "
+        f"(raised at test_failures.py:{explode_line} in explode)"
+    )
     assert metrics["skipped"] == ["simplify"] and metrics["skip_reason"] == "explode failed to produce an artifact"
     assert "- **FAILED**: explode raised: RuntimeError: the tool crashed" in report

@@ -3,6 +3,8 @@
 Anything else that escapes is a bug in the workbench and keeps its traceback.
 """
 
+import traceback
+
 
 class WorkbenchError(Exception):
     """A mistake in what the user gave us (a recipe, a file, an input); exit code 2."""
@@ -24,8 +26,19 @@ class StageError(WorkbenchError):
     exit_code = 1
 
 
-def failure_text(exc: BaseException, where: str) -> str:
-    """A tool's own message, its first lines, and where it happened: what a failed row says."""
+def failure_text(exc: BaseException, where: str, *, locate: bool = False) -> str:
+    """A tool's own message, its first lines, and where it happened: what a failed row says. ``locate`` adds the
+    file, line and function that raised (a bare ``IndexError: list index out of range`` from deep in a tool
+    says nothing without it)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     text = " ".join(lines[:3])[:600] or "(no message)"
-    return f"{where}: {type(exc).__name__}: {text}"
+    frames = traceback.extract_tb(exc.__traceback__) if locate else []
+    at = f" (raised at {_short(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{where}: {type(exc).__name__}: {text}{at}"
+
+
+def _short(filename: str) -> str:
+    """A path from its package on (``onnxruntime/transformers/fusion_attention.py``), else the file's name."""
+    parts = filename.replace("\\", "/").split("/")
+    packages = [i for i, part in enumerate(parts) if part in ("site-packages", "dist-packages")]
+    return "/".join(parts[packages[-1] + 1 :]) if packages else parts[-1]

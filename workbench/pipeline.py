@@ -181,7 +181,7 @@ def _layer_errors(
     except MemoryError:
         raise
     except Exception as exc:  # an analysis that fails says so in the report; it does not fail the stage
-        return Sensitivity(layers=(), whole=None, samples=0, batches=0, method=failure_text(exc, "per-layer error"))
+        return Sensitivity(layers=(), whole=None, samples=0, batches=0, method=failure_text(exc, "per-layer error", locate=True))
     return Sensitivity.model_validate(facts["sensitivity"])
 
 
@@ -218,7 +218,7 @@ def _run_stage(
     except (WorkbenchError, KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # the tool (or the user's model inside the exporter) failed: a failed row, not a crash
-        return failed(failure_text(exc, f"{config.name} raised"))
+        return failed(failure_text(exc, f"{config.name} raised", locate=True))
     artifact = describe(folder / f"{config.name}.onnx")
     seconds = facts.pop("seconds", 0.0)
     record = StageRecord(
