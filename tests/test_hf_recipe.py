@@ -222,6 +222,8 @@ def test_benchmarks_time_the_folder_at_the_lengths_it_takes(project, ran):
     path.write_text((project / "recipes" / "hf.yaml").read_text() + "bench: {budget_seconds: 0.05}\nthreads: 1\n")
     parsed = recipe.load(path)
     assert parsed.model.max_length == hf_example.MAX_POSITIONS == 128
+    written = path.read_text().replace("  example_length: 16\n", "  example_length: 16\n  max_length: null\n")
+    assert recipe.parse(written, path).model.max_length == 128  # null, as the README shows it: the folder's
     assert (parsed.settings.bench.latency_lengths, parsed.settings.bench.chart_lengths) == ((32, 128), (16, 32, 128))
     assert main(["run", str(path), "--quiet"]) == 0
     metrics = json.loads((project / "reports" / "timed" / "metrics.json").read_text())

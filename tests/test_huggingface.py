@@ -64,7 +64,7 @@ def test_load_describes_the_folder(tiny, loaded):
 
 @pytest.mark.parametrize(
     ("positions", "tokenizer_says", "longest"),
-    [(130, 128, 128), (128, 512, 128), (514, int(1e30), 514), (128, None, 128)],
+    [(130, 128, 128), (128, 512, 128), (514, int(1e30), 514), (128, None, 128), (None, int(1e30), None)],
 )
 def test_the_longest_input_is_the_configs_positions_capped_by_the_tokenizer(
     tiny, tmp_path, positions, tokenizer_says, longest

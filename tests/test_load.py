@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -26,22 +25,6 @@ def work(reference: load.ReferenceWorkload, seconds: float) -> list[float]:
             runs.append(time.perf_counter() - start)
         medians.append(float(np.median(runs)))
     return medians
-
-
-def others_cpu_seconds() -> float:
-    """CPU seconds every other live process has used, summed from /proc/<pid>/stat: a witness apart from Monitor's
-    /proc/stat arithmetic (it misses processes that end in between, so it can only say less than there was)."""
-    me, ticks = os.getpid(), 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def idle(seconds: float = 0.3) -> load.LoadReport:
@@ -84,11 +67,12 @@ def test_a_hog_on_every_core_makes_the_monitor_and_the_verdict_say_busy(referenc
 def test_a_quiet_machine_is_not_flagged_while_we_use_every_core(reference):
     """Our own threads' CPU time is ours: working flat out on a quiet machine is quiet.
 
-    What ``/proc/stat`` says is asserted unless other processes' own counters show they ran meanwhile (then the
-    window was not quiet and the test looks for another). The reference's drift is the witness for pressure
-    ``/proc/stat`` cannot see (another VM on the host, a CPU clocked down: CI once saw 1.26x with other
-    processes at 0.02 cores), so a drifted attempt is a window that was not quiet, like a busy one, and the
-    test looks for another; ``drift`` and ``verdict`` themselves are pinned by the test below, on fixed figures.
+    That our CPU time is not counted as other processes' holds under any load (the two fit in the machine) and
+    is asserted in every attempt; the rest only in a quiet window, which the test looks for. The reference's
+    drift is the witness for pressure ``/proc/stat`` cannot see (another VM on the host, a CPU clocked down:
+    CI once saw 1.26x with other processes at 0.02 cores), so a drifted attempt is a window that was not quiet,
+    like a busy one, and the test looks for another; ``drift`` and ``verdict`` themselves are pinned by the
+    test below, on fixed figures.
     """
     reasons = []
     for _ in range(5):  # the machine is shared: look for a quiet window, say why when there was none
@@ -98,20 +82,17 @@ def test_a_quiet_machine_is_not_flagged_while_we_use_every_core(reference):
             continue
         quiet_s = reference.calibrate(seconds=0.05)
         with load.Monitor() as monitor:
-            others = -others_cpu_seconds()
             blocks = work(reference, 1.0)
-            others += others_cpu_seconds()
         after, report = idle(), monitor.report
         assert report is not None
-        if after.busy:
-            reasons.append(after.reason)
+        # whatever else ran: ours and theirs together fit in the machine, so ours was not counted as theirs too
+        # (that would make the sum about twice what we used, over the cores once we use most of them)
+        assert report.own_cpu_share + report.other_cpu_share <= CORES * 1.05, report.reason
+        if report.busy or after.busy:  # others did run: not a quiet window
+            reasons.append(report.reason if report.busy else after.reason)
             continue
         assert report.own_cpu_share > 0.5 * CORES, report.reason  # we kept every core busy ourselves
-        if report.busy and others / report.seconds > load.OTHER_CPU_BUSY / 2:  # others did run: not a quiet window
-            reasons.append(f"{report.reason}; other processes' own counters: {others / report.seconds:.2f} cores")
-            continue
-        # busy here with others idle by their own counters: our threads were counted as someone else's
-        assert not report.busy and report.other_cpu_share < load.OTHER_CPU_BUSY, report.reason
+        assert report.other_cpu_share < load.OTHER_CPU_BUSY, report.reason
         verdict = load.verdict(report, blocks, quiet_reference_s=quiet_s)
         if verdict.reference_drift > load.REFERENCE_DRIFT_BUSY:
             reasons.append(verdict.reason)
@@ -119,7 +100,7 @@ def test_a_quiet_machine_is_not_flagged_while_we_use_every_core(reference):
         assert verdict, verdict.reason  # quiet by both witnesses: the verdict must say so
         assert verdict.reason.startswith("quiet: ") and f"{report.other_cpu_share:.2f} cores" in verdict.reason
         return
-    pytest.skip("the machine was busy before or after every attempt: " + " | ".join(reasons))
+    pytest.skip("no attempt found the machine quiet: " + " | ".join(reasons))
 
 
 def test_the_reference_drift_alone_makes_a_stretch_busy():

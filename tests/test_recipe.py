@@ -281,6 +281,8 @@ def test_default_lengths_are_cut_to_the_models_longest_input():
     assert fitted.model.max_length == 100 and fitted.model.feed.max_length == 100
     assert fitted.bench.latency_lengths == (32, 100) and fitted.bench.chart_lengths == (16, 32, 100)
     assert fitted.bench.throughput.length == 100 and fitted.data.synthetic.max_len == 100
+    short = recipe.parse(BOUNDED.replace("max_length: 100", "max_length: 6"), ROOT / "recipes" / "short.yaml").settings
+    assert short.model.example_length == 6 and short.data.synthetic.min_len == 6 and short.bench.chart_lengths == (3, 6)
     assert {f["text"].shape[0] for f in fitted.model.feed.probes()} == {7, 64, 100}  # [sequence, batch]
     untouched = recipe.parse(GOOD, ROOT / "recipes" / "plain.yaml").settings  # no bound: as written
     assert untouched.bench.latency_lengths == (32, 256) and untouched.data.synthetic.max_len == 256
@@ -289,13 +291,15 @@ def test_default_lengths_are_cut_to_the_models_longest_input():
 @pytest.mark.parametrize(
     ("extra", "where"),
     [
-        ("bench: {latency_lengths: [32, 128]}\n", r"bench.latency_lengths: \[128\] longer than"),
-        ("bench: {chart_lengths: [16, 300]}\n", r"bench.chart_lengths: \[300\] longer than"),
-        ("bench: {throughput: {batch: 4, length: 101}}\n", r"bench.throughput.length: \[101\] longer than"),
-        ("target: {length: 200}\n", r"target\[0\].length: 200 is longer than"),
-        ("data: {synthetic: {max_len: 120}}\n", r"data.synthetic.max_len: \[120\] longer than"),
+        ("bench: {latency_lengths: [32, 128]}\n", r"bench.latency_lengths: 128 is longer than"),
+        ("bench: {chart_lengths: [16, 300, 400]}\n", r"bench.chart_lengths: \[300, 400\] is longer than"),
+        ("bench: {throughput: {batch: 4, length: 101}}\n", r"bench.throughput.length: 101 is longer than"),
+        ("target: {length: 200}\n", r"target.length: 200 is longer than"),
+        ("target: [{batch: 1}, {length: 200}]\n", r"target\[1\].length: 200 is longer than"),
+        ("data: {synthetic: {max_len: 120}}\n", r"data.synthetic.max_len: 120 is longer than"),
+        ("data: {synthetic: {min_len: 110, max_len: 120}}\n", r"data.synthetic.min_len: 110 is longer than"),
     ],
 )
 def test_a_length_set_beyond_the_models_longest_input_is_refused(extra, where):
-    with pytest.raises(RecipeError, match=rf"b.yaml: {where} the model takes at most 100 tokens \(model.max_length\)"):
+    with pytest.raises(RecipeError, match=rf"b.yaml: {where} the model takes at most 100 tokens \(model.max_length\)$"):
         recipe.parse(BOUNDED + extra, ROOT / "recipes" / "b.yaml")

@@ -141,6 +141,8 @@ def test_workers_that_get_no_place_fail_the_pass_instead_of_waiting(project, cap
     finally:
         ray.shutdown()
     assert code == 2
-    # one worker has no CPU; on a busy machine the two placed ones may also take over 5 s to start (torch import)
     err = capsys.readouterr().err
-    assert re.search(r"--ray: [123] of 3 Ray workers for reference got no place within 5 s", err), err
+    unplaced = re.search(r"--ray: (\d) of 3 Ray workers for reference got no place within 5 s", err)
+    assert unplaced and int(unplaced[1]) >= 1, err  # one worker has no CPU
+    if int(unplaced[1]) == 3:  # the two that have one took over 5 s to start too (a busy machine: torch import)
+        pytest.skip(f"the placed Ray workers did not start within 5 s either: {err.strip()}")

@@ -108,15 +108,21 @@ def _as_exported_from(config_type: str, src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("config_type", ["distilbert", "roberta", "bert"])
-def test_ort_optimize_maps_a_config_model_type_as_optimum_does(bert, tmp_path, config_type):
+@pytest.mark.parametrize(
+    ("config_type", "family"), [("distilbert", "bert"), ("roberta", "bert"), ("bert", "bert"), ("gpt_neox", "gpt2")]
+)
+def test_ort_optimize_maps_a_config_model_type_as_optimum_does(bert, tmp_path, config_type, family):
     """A folder's config names its architecture (distilbert, roberta, ...); the optimizer only knows graph
     families, and given a name it does not know it fuses nothing (it once crashed on the plain model it returned)."""
     src = _as_exported_from(config_type, bert[1], tmp_path / "export.onnx")
     facts = _run("ort_optimize", src, tmp_path / "o.onnx")
-    assert {k: v for k, v in facts["fusions"].items() if v}["Attention"] == LAYERS
-    named = "" if config_type == "bert" else f" (config.json: {config_type})"
-    assert facts["sizes"] == f"bert{named}, {HEADS} heads, hidden {HIDDEN}"
+    named = "" if config_type == family else f" (config.json: {config_type})"
+    assert facts["sizes"] == f"{family}{named}, {HEADS} heads, hidden {HIDDEN}"
+    if family == "bert":
+        assert {k: v for k, v in facts["fusions"].items() if v}["Attention"] == LAYERS
+    # the default and a named type are different parameters, so they never share a cache entry
+    params = REGISTRY["ort_optimize"].params
+    assert params().model_dump() != params(model_type="bert").model_dump()
 
 
 def test_ort_optimize_refuses_a_config_model_type_it_has_no_fusions_for_unless_the_recipe_names_one(bert, tmp_path):

@@ -160,8 +160,8 @@ def _longest_input(config: dict[str, Any], folder: Path) -> int | None:
     positions = _first_int(config, ("max_position_embeddings", "n_positions"))
     tokenizer_config = folder / "tokenizer_config.json"
     said = _read_config(tokenizer_config).get("model_max_length") if tokenizer_config.is_file() else None
-    # transformers writes 1e30 for "no limit": the config's positions are then the smaller
-    limit = said if isinstance(said, int) and not isinstance(said, bool) and said > 0 else None
+    # transformers writes 1e30 for "no limit"
+    limit = said if isinstance(said, int) and not isinstance(said, bool) and 0 < said <= 1_000_000 else None
     known = [n for n in (positions, limit) if n is not None]
     return min(known) if known else None
 

@@ -202,8 +202,7 @@ def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
     if spec.classes:
         metadata[huggingface.META_CLASSES] = json.dumps(list(spec.classes))
     source = _source(recipe, spec, build_module, metadata, max_length=spec.max_length)
-    model_dump = spec.model_dump(exclude={"weights"})
-    return source, key(class_, code_sha, weights_sha, spec.kwargs, model_dump)
+    return source, key(class_, code_sha, weights_sha, spec.kwargs, _keyed(spec, {"weights"}))
 
 
 def _folder_source(recipe: Recipe, spec: ModelSpec) -> tuple[TorchSource, str]:
@@ -230,7 +229,7 @@ def _folder_source(recipe: Recipe, spec: ModelSpec) -> tuple[TorchSource, str]:
         huggingface.META_CLASSES: json.dumps(list(info.class_names)),
     }
     source = _source(recipe, spec, build_module, metadata, max_length=spec.max_length)
-    return source, key("huggingface", info.key, spec.model_dump(exclude={"weights", "huggingface"}))
+    return source, key("huggingface", info.key, _keyed(spec, {"weights", "huggingface"}))
 
 
 def _logits_for(loaded: huggingface.HFModel, names: tuple[str, ...]) -> Any:
@@ -238,6 +237,14 @@ def _logits_for(loaded: huggingface.HFModel, names: tuple[str, ...]) -> Any:
     if names == loaded.input_names:
         return loaded.wrapper
     return type(loaded.wrapper)(loaded.module, names).eval()
+
+
+def _keyed(spec: ModelSpec, exclude: set[str]) -> dict[str, Any]:
+    """The spec as a key part; ``max_length`` only when set, so models that name none keep the keys they had."""
+    dump = spec.model_dump(exclude=exclude)
+    if dump.get("max_length") is None:
+        dump.pop("max_length", None)
+    return dump
 
 
 def _common_metadata(spec: ModelSpec) -> dict[str, str]:

@@ -44,7 +44,7 @@ class ModelSpec(Strict):
     example_length: int = Field(16, ge=1, le=4096)
     # the longest input the model takes (a folder: from its config and tokenizer, unless given); the export's
     # sequence axis ends there and bench lengths are fitted to it (recipe_checks.fit_lengths)
-    max_length: int | None = Field(None, ge=1, le=1_000_000)
+    max_length: int | None = Field(None, ge=2, le=1_000_000)
     huggingface: str | None = None  # a save_pretrained folder (offline, safetensors only)
     tokenizer: str | None = None  # a tokenizer.json: how a module:Class model reads text data
     classes: tuple[str, ...] | None = Field(None, min_length=2, strict=False)  # class names of a module:Class model
@@ -88,7 +88,7 @@ class ModelSpec(Strict):
         folder = root / self.huggingface
         info = huggingface.inspect(folder)
         update: dict[str, Any] = {"vocab_size": info.vocab_size, "weights": f"{self.huggingface}/{info.weights_file}"}
-        if "max_length" not in self.model_fields_set:
+        if self.max_length is None:
             update["max_length"] = info.max_positions
         if "inputs" not in self.model_fields_set:
             update["inputs"] = huggingface.tokenizer_inputs(folder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import RecipeError
 from workbench.stages import REGISTRY
@@ -43,41 +43,46 @@ def calibration(path: Path, settings: Settings, stages: Sequence[StageConfig]) -
 
 
 def fit_lengths(path: Path, settings: Settings) -> Settings:
-    """Every sequence length the run will time, within ``model.max_length`` (a folder's: from its config).
+    """Every length the run feeds the model, within ``model.max_length`` (a folder's: from its config and tokenizer).
 
     A length the recipe leaves at its default is cut to the model's longest input (a BERT of 128 positions is
-    timed at 128, not at the default 256 it cannot take); a length the recipe sets beyond it is refused. The same
-    holds for the synthetic set's longest sample; ``data.max_length`` beyond it is refused."""
-    longest = settings.model.max_length
+    timed at 128, not at the default 256 it cannot take); one the recipe sets beyond it is refused: the bench
+    lengths, ship targets, the synthetic set's lengths, the exporter's example and ``data.max_length``."""
+    model = settings.model
+    longest = model.max_length
     if longest is None:
         return settings
-    bench, limit = settings.bench, f"the model takes at most {longest} tokens (model.max_length)"
+    origin = "model.max_length" if model.huggingface is None else "model.max_length, by default the folder's"
+    limit = f"the model takes at most {longest} tokens ({origin})"
 
     def fit(where: str, lengths: tuple[int, ...], chosen: bool) -> tuple[int, ...]:
         over = [n for n in lengths if n > longest]
         if over and chosen:
-            raise RecipeError(f"{path}: {where}: {over} longer than {limit}")
+            said = over[0] if len(over) == 1 else over
+            raise RecipeError(f"{path}: {where}: {said} is longer than {limit}")
         return tuple(dict.fromkeys(min(n, longest) for n in lengths))
 
+    def fit_one(where: str, owner: Any, field: str) -> int:
+        (length,) = fit(where, (getattr(owner, field),), field in owner.model_fields_set)
+        return length
+
+    bench = settings.bench
     latency = fit("bench.latency_lengths", bench.latency_lengths, "latency_lengths" in bench.model_fields_set)
     charted = fit("bench.chart_lengths", bench.chart_lengths, "chart_lengths" in bench.model_fields_set)
     if len(charted) < 2:  # a chart needs two lengths: the longest and half of it
         charted = tuple(dict.fromkeys((max(1, longest // 2), longest)))
-    chosen = "length" in bench.throughput.model_fields_set
-    (throughput,) = fit("bench.throughput.length", (bench.throughput.length,), chosen)
-    targets = settings.target if isinstance(settings.target, list) else [settings.target]
+    throughput = fit_one("bench.throughput.length", bench.throughput, "length")
+    targets, one = (settings.target, False) if isinstance(settings.target, list) else ([settings.target], True)
     for index, target in enumerate(targets):
-        if target.length is not None and target.length > longest:
-            raise RecipeError(f"{path}: target[{index}].length: {target.length} is longer than {limit}")
+        if target.length is not None:
+            fit("target.length" if one else f"target[{index}].length", (target.length,), True)
     data = settings.data
-    if data.max_length is not None and data.max_length > longest:
-        raise RecipeError(f"{path}: data.max_length: {data.max_length} is longer than {limit}")
+    if data.max_length is not None:
+        fit("data.max_length", (data.max_length,), True)
     if data.synthetic is not None:
-        chosen = "max_len" in data.synthetic.model_fields_set
-        (max_len,) = fit("data.synthetic.max_len", (data.synthetic.max_len,), chosen)
-        shortest = min(data.synthetic.min_len, max_len)
-        synthetic = data.synthetic.model_copy(update={"max_len": max_len, "min_len": shortest})
-        data = data.model_copy(update={"synthetic": synthetic})
+        shortest = fit_one("data.synthetic.min_len", data.synthetic, "min_len")
+        synthetic = {"max_len": fit_one("data.synthetic.max_len", data.synthetic, "max_len"), "min_len": shortest}
+        data = data.model_copy(update={"synthetic": data.synthetic.model_copy(update=synthetic)})
     fitted = bench.model_copy(
         update={
             "latency_lengths": latency,
@@ -85,4 +90,5 @@ def fit_lengths(path: Path, settings: Settings) -> Settings:
             "throughput": bench.throughput.model_copy(update={"length": throughput}),
         }
     )
-    return settings.model_copy(update={"bench": fitted, "data": data})
+    model = model.model_copy(update={"example_length": fit_one("model.example_length", model, "example_length")})
+    return settings.model_copy(update={"bench": fitted, "data": data, "model": model})

@@ -37,15 +37,17 @@ from workbench.stages import Facts, Params, Source, stage
 HF_MODEL_TYPES = {
     "albert": "bert", "bart": "bart", "bert": "bert", "big_bird": "bert", "blenderbot": "bert", "bloom": "gpt2",
     "camembert": "bert", "codegen": "gpt2", "deberta": "bert", "deberta-v2": "bert", "distilbert": "bert",
-    "electra": "bert", "gpt2": "gpt2", "gpt_neo": "gpt2", "gpt_neox": "gpt2", "gptj": "gpt2", "longt5": "bert",
-    "marian": "bart", "mbart": "bart", "mt5": "bart", "m2m_100": "bart", "nystromformer": "bert", "pegasus": "bert",
-    "roberta": "bert", "t5": "bert", "vit": "vit", "xlm-roberta": "bert",
+    "electra": "bert", "gpt2": "gpt2", "gpt_bigcode": "gpt2", "gpt_neo": "gpt2", "gpt_neox": "gpt2", "gptj": "gpt2",
+    "granite": "gpt2", "llama": "gpt2", "longt5": "bert", "m2m_100": "bart", "marian": "bart", "mbart": "bart",
+    "mistral": "gpt2", "mpnet": "bert", "mt5": "bart", "nystromformer": "bert", "pegasus": "bert", "roberta": "bert",
+    "t5": "bert", "vit": "vit", "xlm-roberta": "bert",
 }  # fmt: skip
 OptimizerType = Literal["bert", "gpt2", "bart", "t5", "vit", "clip", "unet"]
 
 
 class OrtOptimizeParams(Params):
-    model_type: OptimizerType = "bert"  # set in a recipe, it wins over the type a folder's config names
+    # None: the type a folder's config names, mapped as Optimum maps it, else bert; set, it wins over the config
+    model_type: OptimizerType | None = None
     opt_level: Literal[0, 1, 2, 99] = 1
     num_heads: int = Field(0, ge=0)  # 0: let onnxruntime detect them (it may not: see above)
     hidden_size: int = Field(0, ge=0)
@@ -110,12 +112,12 @@ def ort_optimize(source: Source, params: OrtOptimizeParams, dst: Path) -> OrtOpt
     import onnxruntime
     from onnxruntime.transformers import optimizer
 
-    model_type: str = params.model_type
+    model_type: str = params.model_type or "bert"
     heads, hidden = params.num_heads, params.hidden_size
     read = _sizes_from_metadata(source.onnx) if heads == hidden == 0 else None
     if read is not None:  # a Hugging Face folder's export carries its config's sizes (what Optimum reads)
         config_type, heads, hidden = read
-        if "model_type" not in params.model_fields_set:
+        if params.model_type is None:
             model_type = _optimizer_type(config_type)
     collected = _Warnings()
     logging.getLogger().addHandler(collected)
