@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import onnx
 import pytest
 
 from workbench import evaluation, hf_example, huggingface, recipe
@@ -231,3 +232,7 @@ def test_benchmarks_time_the_folder_at_the_lengths_it_takes(project, ran):
     headline = metrics["bench"]["headline"]
     assert max(lengths) == 128 and (headline["batch"], headline["length"]) == (1, 128)
     assert metrics["bench"]["tunings"]  # the tuning ran, its probes within the model's length
+    # `workbench bench` on the file alone reads the limit from the metadata the export wrote
+    exported = project / "reports" / "timed" / "export.onnx"
+    assert {p.key: p.value for p in onnx.load(str(exported)).metadata_props}["max_length"] == "128"
+    assert main(["bench", str(exported), "--budget", "0.05", "--threads", "1"]) == 0

@@ -13,6 +13,7 @@ import torch
 
 import task
 from workbench.cli import main
+from workbench.errors import InputError
 from workbench.feeds import FeedSpec, InputSpec
 from workbench.results import Case, Run, Trial
 from workbench.runtimes import ENGINES, REFERENCE, TORCH_INT8, Runner, load_tuned
@@ -81,6 +82,29 @@ def test_speedups_reflect_known_costs():
     if not 1.5 < ratio < 2.5 and monitor.report is not None and monitor.report.busy:
         pytest.skip(f"a late wake-up from sleep on a busy machine ({monitor.report.reason}): {medians}")
     assert 1.5 < ratio < 2.5, medians
+
+
+class Refusing(Runner):
+    """An engine that cannot take the inputs (an ONNX file past its position table, say)."""
+
+    engine = "refuse"
+    precision = "none"
+    input_names = ("text",)
+    name = "refusing.onnx"
+
+    def infer(self, feeds):
+        raise ValueError("indices element out of data bounds, idx=300\nmore of the engine's words")
+
+
+def test_an_engine_that_refuses_the_timed_inputs_is_one_line_naming_the_row_and_shapes():
+    with pytest.raises(InputError) as refused:
+        measure.measure([Refusing()], Case(batch=1, length=300), TEXT.random(1, 300), budget_s=0.05)
+    assert str(refused.value).startswith(
+        "refusing.onnx failed while timing b1 l300 on inputs text [300, 1]: ValueError: indices element out of data "
+        "bounds, idx=300 more of the engine's words"
+    ) and "set model.max_length" in str(refused.value)
+    with pytest.raises(InputError, match=r"refusing.onnx failed while checking that tuned options give identical"):
+        tune.identical_to_first([Refusing()], TEXT)
 
 
 def test_inputs_are_seeded_and_laid_out():

@@ -202,7 +202,7 @@ def torch_source(recipe: Recipe) -> tuple[TorchSource, str]:
     if spec.classes:
         metadata[huggingface.META_CLASSES] = json.dumps(list(spec.classes))
     source = _source(recipe, spec, build_module, metadata, max_length=spec.max_length)
-    return source, key(class_, code_sha, weights_sha, spec.kwargs, _keyed(spec, {"weights"}))
+    return source, key(class_, code_sha, weights_sha, spec.kwargs, _keyed(spec, {"weights"}), metadata)
 
 
 def _folder_source(recipe: Recipe, spec: ModelSpec) -> tuple[TorchSource, str]:
@@ -229,7 +229,7 @@ def _folder_source(recipe: Recipe, spec: ModelSpec) -> tuple[TorchSource, str]:
         huggingface.META_CLASSES: json.dumps(list(info.class_names)),
     }
     source = _source(recipe, spec, build_module, metadata, max_length=spec.max_length)
-    return source, key("huggingface", info.key, _keyed(spec, {"weights", "huggingface"}))
+    return source, key("huggingface", info.key, _keyed(spec, {"weights", "huggingface"}), metadata)
 
 
 def _logits_for(loaded: huggingface.HFModel, names: tuple[str, ...]) -> Any:
@@ -240,7 +240,8 @@ def _logits_for(loaded: huggingface.HFModel, names: tuple[str, ...]) -> Any:
 
 
 def _keyed(spec: ModelSpec, exclude: set[str]) -> dict[str, Any]:
-    """The spec as a key part; ``max_length`` only when set, so models that name none keep the keys they had."""
+    """The spec as a key part; ``max_length`` only when set. (The key also holds the metadata the export writes:
+    the file's bytes follow it.)"""
     dump = spec.model_dump(exclude=exclude)
     if dump.get("max_length") is None:
         dump.pop("max_length", None)
@@ -250,9 +251,11 @@ def _keyed(spec: ModelSpec, exclude: set[str]) -> dict[str, Any]:
 def _common_metadata(spec: ModelSpec) -> dict[str, str]:
     from importlib.metadata import version
 
+    longest = {"max_length": str(spec.max_length)} if spec.max_length else {}  # workbench bench fits its lengths
     return {
         "torch_version": version("torch"),
         "vocab_size": str(spec.vocab_size),
+        **longest,
         "producer": f"workbench {__version__}",
     }
 

@@ -11,7 +11,7 @@ from workbench.errors import RecipeError
 from workbench.stages import REGISTRY
 
 if TYPE_CHECKING:
-    from workbench.recipe import Settings, StageConfig
+    from workbench.recipe import BenchSpec, Settings, StageConfig
 
 
 def stage_order(path: Path, stages: Sequence[StageConfig]) -> None:
@@ -67,11 +67,9 @@ def fit_lengths(path: Path, settings: Settings) -> Settings:
         return length
 
     bench = settings.bench
-    latency = fit("bench.latency_lengths", bench.latency_lengths, "latency_lengths" in bench.model_fields_set)
-    charted = fit("bench.chart_lengths", bench.chart_lengths, "chart_lengths" in bench.model_fields_set)
-    if len(charted) < 2:  # a chart needs two lengths: the longest and half of it
-        charted = tuple(dict.fromkeys((max(1, longest // 2), longest)))
-    throughput = fit_one("bench.throughput.length", bench.throughput, "length")
+    fit("bench.latency_lengths", bench.latency_lengths, "latency_lengths" in bench.model_fields_set)
+    fit("bench.chart_lengths", bench.chart_lengths, "chart_lengths" in bench.model_fields_set)
+    fit_one("bench.throughput.length", bench.throughput, "length")
     targets, one = (settings.target, False) if isinstance(settings.target, list) else ([settings.target], True)
     for index, target in enumerate(targets):
         if target.length is not None:
@@ -83,12 +81,22 @@ def fit_lengths(path: Path, settings: Settings) -> Settings:
         shortest = fit_one("data.synthetic.min_len", data.synthetic, "min_len")
         synthetic = {"max_len": fit_one("data.synthetic.max_len", data.synthetic, "max_len"), "min_len": shortest}
         data = data.model_copy(update={"synthetic": data.synthetic.model_copy(update=synthetic)})
-    fitted = bench.model_copy(
-        update={
-            "latency_lengths": latency,
-            "chart_lengths": charted,
-            "throughput": bench.throughput.model_copy(update={"length": throughput}),
-        }
-    )
+    fitted = cut_bench(bench, longest)  # what is left over the limit are defaults: cut
     model = model.model_copy(update={"example_length": fit_one("model.example_length", model, "example_length")})
     return settings.model_copy(update={"bench": fitted, "data": data, "model": model})
+
+
+def cut_bench(bench: BenchSpec, longest: int) -> BenchSpec:
+    """The bench's lengths cut to ``longest``, repeats dropped; a chart keeps two lengths (half and all of it).
+    Also what ``workbench bench`` does with an ONNX file whose metadata names its longest input."""
+
+    def cut(lengths: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(min(n, longest) for n in lengths))
+
+    charted = cut(bench.chart_lengths)
+    if len(charted) < 2:
+        charted = tuple(dict.fromkeys((max(1, longest // 2), longest)))
+    throughput = bench.throughput.model_copy(update={"length": min(bench.throughput.length, longest)})
+    return bench.model_copy(
+        update={"latency_lengths": cut(bench.latency_lengths), "chart_lengths": charted, "throughput": throughput}
+    )

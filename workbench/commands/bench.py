@@ -13,6 +13,7 @@ from workbench.errors import InputError, WorkbenchError
 from workbench.feeds import Feed, FeedSpec, InputSpec, IntType
 from workbench.precision import FP32, INT8
 from workbench.recipe import BenchSpec
+from workbench.recipe_checks import cut_bench
 from workbench.results import Bench, Case, Contender
 from workbench.runtimes import DEFAULT_ENGINES, ENGINES, REFERENCE, TORCH, NotApplicable, Runner, row_name
 from workbench.timing import measure, suite
@@ -107,7 +108,10 @@ def main(args: argparse.Namespace) -> int:
         pool = Pool(threads, torch_source(parsed)[0])
         references = [pool.reference(), pool.torch_int8()]
     inputs = parsed.model.inputs if parsed else guess_inputs(args.files[0])
-    vocab = args.vocab_size or (parsed.model.vocab_size if parsed else _vocab_from_metadata(args.files[0]))
+    written = None if parsed else _int_metadata(args.files[0], "vocab_size")
+    vocab = args.vocab_size or (parsed.model.vocab_size if parsed else written or 1000)
+    longest = None if parsed else _int_metadata(args.files[0], "max_length")  # a recipe's lengths are fitted
+    spec = cut_bench(spec, longest) if longest else spec
     bench = bench_files(args.files, spec, FeedSpec(inputs, vocab), engine=args.runtime, threads=threads,
                         references=references)
     baseline = bench.contenders[0].row
@@ -120,6 +124,8 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vocab_from_metadata(path: Path) -> int:
+def _int_metadata(path: Path, name: str) -> int | None:
+    """An integer the workbench's export wrote in the file's metadata (vocab_size, max_length), if it did."""
     meta = {p.key: p.value for p in read_graph(path).metadata_props}
-    return int(meta.get("vocab_size", 1000))
+    value = meta.get(name, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workbench.errors import InputError, WorkbenchError, failure_text
 from workbench.feeds import Feeds, FeedSpec
 from workbench.results import Case, Load, Timing
 from workbench.timing import load, stats
@@ -26,6 +27,21 @@ MIN_BLOCK_RUNS = 2
 MAX_BLOCK_RUNS = 10_000
 SETTLE_S = 0.005  # pause between blocks: lets the last contender's spinning worker threads go to sleep
 STABLE_WITHIN = 0.02  # the median of all runs and of the later half agree within 2%
+
+
+def first_call(runner: Runner, feeds: Feeds, doing: str) -> dict[str, np.ndarray]:
+    """``runner.infer(feeds)``; an engine that refuses the inputs is one line naming the row, the shapes and its words
+    (an ONNX file cannot take a length past its position table, say), not a traceback."""
+    try:
+        return runner.infer(feeds)
+    except WorkbenchError:
+        raise
+    except Exception as exc:
+        shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
+        raise InputError(
+            failure_text(exc, f"{runner.name} failed while {doing} on inputs {shapes}")
+            + " (a length past what the model takes? set model.max_length, or the bench lengths)"
+        ) from None
 
 
 def measure(
@@ -47,7 +63,7 @@ def measure(
     keep = {c.name for c in always}
     for contender in contenders:
         for _ in range(WARMUP):
-            contender.infer(feeds)
+            first_call(contender, feeds, f"timing {case}")
     samples: dict[str, list[float]] = {c.name: [] for c in contenders}
     blocks: dict[str, list[float]] = {c.name: [] for c in contenders}  # each block's median, in turn order
     block_s = budget_s / (BLOCKS * len(contenders))
