@@ -13,7 +13,7 @@ import torch
 
 import task
 from workbench.cli import main
-from workbench.errors import InputError
+from workbench.errors import EngineRefused, InputError
 from workbench.feeds import FeedSpec, InputSpec
 from workbench.results import Case, Run, Trial
 from workbench.runtimes import ENGINES, REFERENCE, TORCH_INT8, Runner, load_tuned
@@ -93,7 +93,17 @@ class Refusing(Runner):
     name = "refusing.onnx"
 
     def infer(self, feeds):
-        raise ValueError("indices element out of data bounds, idx=300\nmore of the engine's words")
+        try:
+            raise ValueError("indices element out of data bounds, idx=300\nmore of the engine's words")
+        except ValueError as exc:  # as the engines wrap their own call
+            raise EngineRefused("the engine could not run refusing.onnx") from exc
+
+
+class Broken(Sleeper):
+    """A bug in the workbench's own runner code, not an engine's refusal."""
+
+    def infer(self, feeds):
+        return {"logits": feeds["txet"]}
 
 
 def test_an_engine_that_refuses_the_timed_inputs_is_one_line_naming_the_row_and_shapes():
@@ -102,9 +112,12 @@ def test_an_engine_that_refuses_the_timed_inputs_is_one_line_naming_the_row_and_
     assert str(refused.value).startswith(
         "refusing.onnx failed while timing b1 l300 on inputs text [300, 1]: ValueError: indices element out of data "
         "bounds, idx=300 more of the engine's words"
-    ) and "set model.max_length" in str(refused.value)
+    ) and "model.max_length bounds every timed length" in str(refused.value)
     with pytest.raises(InputError, match=r"refusing.onnx failed while checking that tuned options give identical"):
-        tune.identical_to_first([Refusing()], TEXT)
+        tune.identical_to_first([Refusing()], TEXT)  # the default option set must run
+    assert tune.identical_to_first([Sleeper("default", 0.0), Refusing()], TEXT) == [True, None]  # others left out
+    with pytest.raises(KeyError, match="txet"):  # our own bug keeps its traceback, not the engine's hint
+        measure.measure([Broken("broken", 0.0)], Case(batch=1, length=4), TEXT.random(1, 4), budget_s=0.05)
 
 
 def test_inputs_are_seeded_and_laid_out():

@@ -26,10 +26,17 @@ class StageError(WorkbenchError):
     exit_code = 1
 
 
+class EngineRefused(Exception):
+    """An engine's own call (onnxruntime's ``run``, OpenVINO's ``infer``) raised: the engine's words are its
+    ``__cause__``. Only the engine call is wrapped, so an error of the workbench's own code keeps its traceback."""
+
+
 def failure_text(exc: BaseException, where: str, *, locate: bool = False) -> str:
     """A tool's own message, its first lines, and where it happened: what a failed row says. ``locate`` adds the
     file, line and function that raised (a bare ``IndexError: list index out of range`` from deep in a tool
     says nothing without it)."""
+    if isinstance(exc, EngineRefused) and exc.__cause__ is not None:
+        exc = exc.__cause__  # the engine's own exception and words
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     text = " ".join(lines[:3])[:600] or "(no message)"
     frames = traceback.extract_tb(exc.__traceback__) if locate else []

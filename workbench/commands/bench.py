@@ -110,8 +110,9 @@ def main(args: argparse.Namespace) -> int:
     inputs = parsed.model.inputs if parsed else guess_inputs(args.files[0])
     written = None if parsed else _int_metadata(args.files[0], "vocab_size")
     vocab = args.vocab_size or (parsed.model.vocab_size if parsed else written or 1000)
-    longest = None if parsed else _int_metadata(args.files[0], "max_length")  # a recipe's lengths are fitted
-    spec = cut_bench(spec, longest) if longest else spec
+    # a recipe's lengths are fitted when it loads; files the workbench exported may name their longest input
+    limits = [] if parsed else [n for n in (_int_metadata(path, "max_length") for path in args.files) if n]
+    spec = cut_bench(spec, min(limits)) if limits else spec
     bench = bench_files(args.files, spec, FeedSpec(inputs, vocab), engine=args.runtime, threads=threads,
                         references=references)
     baseline = bench.contenders[0].row
@@ -125,7 +126,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _int_metadata(path: Path, name: str) -> int | None:
-    """An integer the workbench's export wrote in the file's metadata (vocab_size, max_length), if it did."""
+    """A positive integer the workbench's export wrote in the file's metadata (vocab_size, max_length); None when
+    the file is not the workbench's or does not say."""
     meta = {p.key: p.value for p in read_graph(path).metadata_props}
-    value = meta.get(name, "")
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    value = meta.get(name, "") if meta.get("producer", "").startswith("workbench ") else ""
+    return int(value) if value.isdecimal() and value.isascii() and int(value) > 0 else None

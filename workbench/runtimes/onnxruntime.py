@@ -12,6 +12,7 @@ from collections import defaultdict
 import numpy as np
 from pydantic import Field, field_validator
 
+from workbench.errors import EngineRefused
 from workbench.runtimes import EngineParams, Feeds, Tuner, engine
 from workbench.runtimes.base import NotApplicable, Runner
 
@@ -45,7 +46,9 @@ def session(path: Path, threads: int, options: dict[str, Any] | None = None, pro
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # errors only: its warnings would reach the terminal
+    # fatal only: its warnings would reach the terminal, and an error it logs is also raised, with the same words,
+    # to the caller, which reports it in one line (validate's failed row, measure.first_call)
+    opts.log_severity_level = 4
     for name, value in (options or {}).items():
         if name == "graph_optimization_level":
             value = getattr(ort.GraphOptimizationLevel, value)
@@ -71,7 +74,11 @@ class OnnxRuntimeRunner(Runner):
         self.output_names = [value.name for value in sess.get_outputs()]
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(None, feeds)))
+        try:
+            outputs = self.session.run(None, feeds)
+        except Exception as exc:  # onnxruntime's own failure on these inputs
+            raise EngineRefused(f"onnxruntime could not run {self.name}") from exc
+        return dict(zip(self.output_names, outputs))
 
 
 def load_file(path: Path, threads: int, options: dict[str, Any] | None = None, *, name: str = "") -> OnnxRuntimeRunner:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from workbench.errors import EngineRefused
 from workbench.runtimes import EngineParams, Feeds, Tuner, engine
 from workbench.runtimes.base import NotApplicable, Runner
 
@@ -35,7 +36,10 @@ class OpenVinoRunner(Runner):
         self.output_names = [port.get_any_name() for port in compiled.outputs]
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.request.infer(feeds)
+        try:
+            results = self.request.infer(feeds)
+        except Exception as exc:  # OpenVINO's own failure on these inputs
+            raise EngineRefused(f"OpenVINO could not run {self.name}") from exc
         return {name: np.asarray(results[port]) for name, port in zip(self.output_names, self.compiled.outputs)}
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.errors import InputError, WorkbenchError, failure_text
+from workbench.errors import EngineRefused, InputError, failure_text
 from workbench.feeds import Feeds, FeedSpec
 from workbench.results import Case, Load, Timing
 from workbench.timing import load, stats
@@ -31,17 +31,16 @@ STABLE_WITHIN = 0.02  # the median of all runs and of the later half agree withi
 
 def first_call(runner: Runner, feeds: Feeds, doing: str) -> dict[str, np.ndarray]:
     """``runner.infer(feeds)``; an engine that refuses the inputs is one line naming the row, the shapes and its words
-    (an ONNX file cannot take a length past its position table, say), not a traceback."""
+    (an ONNX file cannot take a length past its position table, say), not a traceback. Only the engine's refusal
+    is caught: an error of the workbench's own code keeps its traceback."""
     try:
         return runner.infer(feeds)
-    except WorkbenchError:
-        raise
-    except Exception as exc:
+    except EngineRefused as exc:
         shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
         raise InputError(
             failure_text(exc, f"{runner.name} failed while {doing} on inputs {shapes}")
-            + " (a length past what the model takes? set model.max_length, or the bench lengths)"
-        ) from None
+            + " (a length past what the model takes? a recipe's model.max_length bounds every timed length)"
+        ) from exc
 
 
 def measure(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.errors import InputError
 from workbench.feeds import FeedSpec
 from workbench.results import Case, Load, Ratio, Trial, Tuning
 from workbench.runtimes import EngineParams, EngineSpec, NotApplicable, Runner, row_name, tuned_path
@@ -47,12 +48,22 @@ def _first(outputs: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(next(iter(outputs.values())), dtype=np.float32)
 
 
-def identical_to_first(runners: Sequence[Runner], feed: FeedSpec) -> list[bool]:
-    """Whether each runner's outputs equal the first one's, bit for bit, on probes of several shapes."""
+def identical_to_first(runners: Sequence[Runner], feed: FeedSpec) -> list[bool | None]:
+    """Whether each runner's outputs equal the first one's, bit for bit, on probes of several shapes; None for an
+    option set the engine loaded but cannot run (the first, the default, must run: else an InputError)."""
     probes = feed.probes()
     doing = "checking that tuned options give identical outputs"
-    outputs = [[_first(measure.first_call(r, feeds, doing)) for feeds in probes] for r in runners]
-    return [all(np.array_equal(a, b) for a, b in zip(out, outputs[0])) for out in outputs]
+    outputs: list[list[np.ndarray] | None] = []
+    for i, runner in enumerate(runners):
+        try:
+            outputs.append([_first(measure.first_call(runner, feeds, doing)) for feeds in probes])
+        except InputError:
+            if i == 0:
+                raise
+            outputs.append(None)
+    first = outputs[0]
+    assert first is not None
+    return [None if out is None else all(np.array_equal(a, b) for a, b in zip(out, first)) for out in outputs]
 
 
 def tune(
@@ -67,7 +78,7 @@ def tune(
     budget_s: float,
 ) -> Tuning:
     """Time every option set of the engine's grid round-robin on ``case``; outputs compared on probes of several
-    shapes. An option set the engine refuses is left out."""
+    shapes. An option set the engine refuses, at load or on the probes, is left out."""
     assert spec.tuner is not None, f"engine {spec.name!r} has no tuning hook"
     configs, runners = [], []
     for i, options in enumerate(spec.tuner.grid(threads)):
@@ -80,7 +91,9 @@ def tune(
         runner.name = f"config {i}"
         configs.append(options)
         runners.append(runner)
-    identical = identical_to_first(runners, feed)
+    runs = identical_to_first(runners, feed)
+    keep = [i for i, same in enumerate(runs) if same is not None]  # an option set that cannot run is left out
+    configs, runners, identical = [configs[i] for i in keep], [runners[i] for i in keep], [runs[i] for i in keep]
     timed = measure.measure_case(
         runners, case, feed.random(case.batch, case.length), budget_s=budget_s, threads=threads
     )
@@ -89,7 +102,7 @@ def tune(
             options=options,
             label=spec.tuner.label(options),
             median_ms=t.median_ms,
-            identical=same,
+            identical=bool(same),
             block_medians_ms=t.block_medians_ms,
         )
         for options, t, same in zip(configs, timed.timings, identical)
