@@ -216,7 +216,7 @@ def test_data_spec_errors_name_the_key(tmp_path, data, message):
         recipe.load(path)
 
 
-def test_benchmarks_time_the_folder_at_the_lengths_it_takes(project, ran):
+def test_benchmarks_time_the_folder_at_the_lengths_it_takes(project, ran, capsys):
     """The folder's model takes 128 positions; the default bench lengths (up to 256) are cut to it, the tuning
     probes too. The README's `run recipes/hf.yaml` stopped with exit 2 after the whole validation, at b1 l256."""
     path = project / "recipes" / "timed.yaml"
@@ -236,3 +236,14 @@ def test_benchmarks_time_the_folder_at_the_lengths_it_takes(project, ran):
     exported = project / "reports" / "timed" / "export.onnx"
     assert {p.key: p.value for p in onnx.load(str(exported)).metadata_props}["max_length"] == "128"
     assert main(["bench", str(exported), "--budget", "0.05", "--threads", "1"]) == 0
+    # a file that does not say: onnxruntime refuses b1 l256, in one line naming the file, the shapes, its words
+    unsaid = onnx.load(str(exported))
+    kept = {p.key: p.value for p in unsaid.metadata_props if p.key != "max_length"}
+    del unsaid.metadata_props[:]
+    onnx.helper.set_model_props(unsaid, kept)
+    onnx.save(unsaid, str(project / "unsaid.onnx"))
+    capsys.readouterr()
+    assert main(["bench", str(project / "unsaid.onnx"), "--budget", "0.05", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: unsaid.onnx failed while timing b1 l256 on inputs"), err
+    assert "[ONNXRuntimeError]" in err  # the engine's own words
