@@ -261,7 +261,7 @@ def _declared_inputs(dst: Path, model: TorchSource) -> tuple[str, ...]:
             elem = onnx.helper.np_dtype_to_tensor_dtype(tensor.numpy().dtype)
             made[name] = onnx.helper.make_tensor_value_info(name, elem, shape)
     others = [value for value in proto.graph.input if value.name not in model.input_names]
-    ordered = [have.get(name) or made[name] for name in model.input_names] + others
+    ordered = [have[name] if name in have else made[name] for name in model.input_names] + others
     del proto.graph.input[:]
     proto.graph.input.extend(ordered)
     onnx.save(proto, str(dst))  # external data, if any, stays where the exporter wrote it: _finish loads it
