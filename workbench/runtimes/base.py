@@ -13,6 +13,11 @@ class NotApplicable(Exception):
     """An engine cannot run this artifact (it refused to load or compile it); the message is its reason."""
 
 
+def first_of(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The first of a runner's outputs as float32 (the logits, for a classifier)."""
+    return np.asarray(next(iter(outputs.values())), dtype=np.float32)
+
+
 class Runner(ABC):
     """A loaded model on one engine.
 
@@ -31,7 +36,7 @@ class Runner(ABC):
 
     def first_output(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The first output as float32 (the logits, for a classifier)."""
-        return np.asarray(next(iter(self.infer(feeds).values())), dtype=np.float32)
+        return first_of(self.infer(feeds))
 
     def check_inputs(self, expected: tuple[str, ...], where: object) -> None:
         """The declared inputs must be exactly the runner's (order aside); else a clear InputError."""

@@ -17,6 +17,7 @@ from workbench.errors import InputError
 from workbench.feeds import FeedSpec
 from workbench.results import Case, Load, Ratio, Trial, Tuning
 from workbench.runtimes import EngineParams, EngineSpec, NotApplicable, Runner, row_name, tuned_path
+from workbench.runtimes.base import first_of
 from workbench.store.files import write_atomic
 from workbench.timing import measure, stats
 
@@ -44,10 +45,6 @@ def decide(trials: Sequence[Trial], quiet: Load) -> tuple[int, Ratio | None, str
     return best, gain, f"{fastest.label}: {gain} the default's speed"
 
 
-def _first(outputs: dict[str, np.ndarray]) -> np.ndarray:
-    return np.asarray(next(iter(outputs.values())), dtype=np.float32)
-
-
 def identical_to_first(runners: Sequence[Runner], feed: FeedSpec) -> list[bool | None]:
     """Whether each runner's outputs equal the first one's, bit for bit, on probes of several shapes; None for an
     option set the engine loaded but cannot run (the first, the default, must run: else an InputError)."""
@@ -56,7 +53,7 @@ def identical_to_first(runners: Sequence[Runner], feed: FeedSpec) -> list[bool |
     outputs: list[list[np.ndarray] | None] = []
     for i, runner in enumerate(runners):
         try:
-            outputs.append([_first(measure.first_call(runner, feeds, doing)) for feeds in probes])
+            outputs.append([first_of(measure.first_call(runner, feeds, doing)) for feeds in probes])
         except InputError:
             if i == 0:
                 raise
