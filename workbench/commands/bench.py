@@ -108,10 +108,11 @@ def main(args: argparse.Namespace) -> int:
         pool = Pool(threads, torch_source(parsed)[0])
         references = [pool.reference(), pool.torch_int8()]
     inputs = parsed.model.inputs if parsed else guess_inputs(args.files[0])
-    written = None if parsed else _int_metadata(args.files[0], "vocab_size")
+    said = [] if parsed else [_workbench_metadata(path) for path in args.files]  # each file's metadata, read once
+    written = _positive(said[0], "vocab_size") if said else None
     vocab = args.vocab_size or (parsed.model.vocab_size if parsed else written or 1000)
     # a recipe's lengths are fitted when it loads; files the workbench exported may name their longest input
-    limits = [] if parsed else [n for n in (_int_metadata(path, "max_length") for path in args.files) if n]
+    limits = [n for n in (_positive(meta, "max_length") for meta in said) if n]
     spec = cut_bench(spec, min(limits)) if limits else spec
     bench = bench_files(args.files, spec, FeedSpec(inputs, vocab), engine=args.runtime, threads=threads,
                         references=references)
@@ -125,9 +126,13 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int_metadata(path: Path, name: str) -> int | None:
-    """A positive integer the workbench's export wrote in the file's metadata (vocab_size, max_length); None when
-    the file is not the workbench's or does not say."""
+def _workbench_metadata(path: Path) -> dict[str, str]:
+    """The metadata the workbench's export wrote in the file; empty for a file another tool wrote."""
     meta = {p.key: p.value for p in read_graph(path).metadata_props}
-    value = meta.get(name, "") if meta.get("producer", "").startswith("workbench ") else ""
+    return meta if meta.get("producer", "").startswith("workbench ") else {}
+
+
+def _positive(meta: dict[str, str], name: str) -> int | None:
+    """A positive integer the metadata names (vocab_size, max_length); None when it does not say."""
+    value = meta.get(name, "")
     return int(value) if value.isdecimal() and value.isascii() and int(value) > 0 else None
