@@ -34,7 +34,8 @@ VOCAB_FILES = (
 )
 TOKENIZER_FILES = (*VOCAB_FILES, "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")  # the wrapper's positional order
-FEEDS: dict[str, Feed] = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "zeros"}  # what FeedSpec.feeds puts in each
+# what FeedSpec.feeds puts in each
+FEEDS: dict[str, Feed] = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "zeros"}
 HIDDEN_KEYS = ("hidden_size", "dim", "d_model", "n_embd")  # config.json spellings across model types
 HEADS_KEYS = ("num_attention_heads", "n_heads", "num_heads", "n_head")
 # ONNX metadata keys the export carries for a folder's model (what Optimum reads from config.json)

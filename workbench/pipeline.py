@@ -181,7 +181,8 @@ def _layer_errors(
     except MemoryError:
         raise
     except Exception as exc:  # an analysis that fails says so in the report; it does not fail the stage
-        return Sensitivity(layers=(), whole=None, samples=0, batches=0, method=failure_text(exc, "per-layer error", locate=True))
+        failed = failure_text(exc, "per-layer error", locate=True)
+        return Sensitivity(layers=(), whole=None, samples=0, batches=0, method=failed)
     return Sensitivity.model_validate(facts["sensitivity"])
 
 

@@ -34,7 +34,8 @@ class TorchRunner(Runner):
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(
                 f"{type(self.module).__name__}.forward failed on the recipe's declared inputs ({shapes}): "
-                f"{type(exc).__name__}: {detail} (check model.inputs, model.vocab_size and model.max_length against the model)"
+                f"{type(exc).__name__}: {detail} "
+                "(check model.inputs, model.vocab_size and model.max_length against the model)"
             ) from None
         if not isinstance(out, torch.Tensor):
             raise InputError(
